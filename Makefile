@@ -1,0 +1,66 @@
+# SPDX-License-Identifier: GPL-2.0
+#
+# XenVMC: vmc_back.ko (Dom0) and vmc_front.ko (DomU).
+#
+#   make                 build both modules against KDIR (see below)
+#   make KDIR=/path      build against that kernel build tree
+#   make check           the test command: deps, both kernel series, unit, lab
+#   make unit            user-space ring/protocol tests, TSan stress, fuzz smoke
+#   make fuzz            longer libFuzzer runs (FUZZ_RUNS per target)
+#   make modules-all     W=1 C=1 builds for every series in test/kernels.sh
+#   make lab / bench / demo
+#
+# Kbuild part: the kernel's make reads this file again with KERNELRELEASE set.
+ifneq ($(KERNELRELEASE),)
+
+obj-m := vmc_back.o vmc_front.o
+ccflags-y := -I$(src)
+
+else
+
+# KDIR: the running kernel's build tree if there is one, else the newest
+# installed Debian linux-headers-*-amd64.
+KDIR ?= $(or $(wildcard /lib/modules/$(shell uname -r)/build), \
+	$(lastword $(shell ls -d /usr/src/linux-headers-*-amd64 2>/dev/null | \
+		grep -v -e -cloud- -e -rt- | sort -V)))
+
+.PHONY: all modules clean check deps unit fuzz modules-all checkpatch lab bench demo
+
+all: modules
+
+modules:
+	@test -n "$(KDIR)" || { echo "xenvmc: no kernel headers found: apt-get install linux-headers-amd64 (or make KDIR=/path/to/build)" >&2; exit 1; }
+	$(MAKE) -C $(KDIR) M=$(CURDIR) modules
+
+clean:
+	@if [ -n "$(KDIR)" ]; then $(MAKE) -C $(KDIR) M=$(CURDIR) clean; fi
+	rm -rf build test/out
+
+deps:
+	test/deps.sh
+
+modules-all:
+	test/kbuild.sh
+
+checkpatch:
+	test/checkpatch.sh
+
+unit:
+	$(MAKE) -C test unit
+
+fuzz:
+	$(MAKE) -C test fuzz
+
+lab:
+	test/lab.sh build
+
+bench: modules-all
+	test/lab.sh bench
+
+demo: modules-all
+	test/lab.sh demo
+
+check:
+	test/check.sh
+
+endif

@@ -1,0 +1,429 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * XenVMC control protocol between two DomU frontends.
+ *
+ * Each DomU pair shares one control channel: each side grants one page that
+ * holds its outgoing control ring (struct vmc_ring_hdr at offset 0, message
+ * data in the upper half), plus one interdomain event channel.  Control
+ * messages travel in message mode (vmc_ring_msg_*).  Everything here is
+ * shared with a peer that may run another kernel and may be hostile, so:
+ * fixed-width little-endian fields, no kernel structures, exact sizes
+ * checked at build time, and one validator per message that the receiver
+ * runs on a private copy before it looks at any field.
+ *
+ * Messages (every one starts with struct vmc_msg_hdr):
+ *
+ *   HELLO         first message on a new channel: who I think I am, limits
+ *   POOL          grant refs of a run of the sender's ring-pool pages
+ *   CONN_OFFER    move this TCP connection's sender->receiver bytes to a
+ *                 ring, starting at TCP sequence number seq_cut
+ *   CONN_ACCEPT   yes; here is my ring for the other direction, and the
+ *                 connection's initial sequence numbers as proof that I am
+ *                 its real endpoint
+ *   CONN_REFUSE   no (reason); the connection stays on TCP
+ *   CONN_CLOSE    my direction ends at ring position final (FIN), or the
+ *                 connection is reset (RST)
+ *   CONN_REVERT   I stop producing at ring position final; after you have
+ *                 read up to it, continue on TCP (migration, unload, fault)
+ *   CONN_REVERTED I have read up to final; my direction reverts too
+ *   BYE           channel going down (unload, suspend); revert everything
+ */
+#ifndef VMC_PROTO_H
+#define VMC_PROTO_H
+
+#ifdef __KERNEL__
+#include <linux/types.h>
+#include <linux/kernel.h>
+#include <linux/stddef.h>
+#include <linux/errno.h>
+#include <linux/string.h>
+#include <linux/build_bug.h>
+#include <asm/byteorder.h>
+#else
+#include "vmc_user.h"
+#endif
+
+#define VMC_PROTO_VERSION	1
+
+/* Control ring: one page; header at 0, data in the second half. */
+#define VMC_CTRL_PAGE_SIZE	4096u
+#define VMC_CTRL_DATA_OFF	2048u
+#define VMC_CTRL_DATA_SIZE	2048u
+
+/* Ring pool limits (per sending side of a pair). */
+#define VMC_POOL_MAX_PAGES	8192u	/* 32 MiB */
+#define VMC_POOL_REFS_PER_MSG	32u
+#define VMC_MAX_SLOTS		4096u	/* ring headers per pool */
+#define VMC_RING_MAX_PAGES	256u	/* 1 MiB per connection direction */
+
+enum vmc_msg_type {
+	VMC_MSG_HELLO = 1,
+	VMC_MSG_POOL,
+	VMC_MSG_CONN_OFFER,
+	VMC_MSG_CONN_ACCEPT,
+	VMC_MSG_CONN_REFUSE,
+	VMC_MSG_CONN_CLOSE,
+	VMC_MSG_CONN_REVERT,
+	VMC_MSG_CONN_REVERTED,
+	VMC_MSG_BYE,
+	VMC_MSG_NR
+};
+
+/*
+ * struct vmc_msg_hdr - common header.
+ * @version: VMC_PROTO_VERSION of the sender; other versions are refused
+ * @type: enum vmc_msg_type
+ * @len: whole message in bytes, header included; must equal the type's size
+ * @flags: none defined; must be 0
+ */
+struct vmc_msg_hdr {
+	u8 version;
+	u8 type;
+	__le16 len;
+	__le32 flags;
+};
+
+/*
+ * struct vmc_msg_hello - first message on a channel.
+ * @domid: the sender's domid as it believes it; must match the domid Dom0
+ *         lists for this channel's peer, or the channel is dropped
+ * @features: VMC_FEAT_* bits the sender supports; only shared bits are used
+ * @pool_pages: pages of the sender's ring pool (<= VMC_POOL_MAX_PAGES)
+ * @slots: ring headers in the sender's pool (<= VMC_MAX_SLOTS)
+ */
+struct vmc_msg_hello {
+	struct vmc_msg_hdr hdr;
+	__le32 domid;
+	__le32 features;
+	__le32 pool_pages;
+	__le32 slots;
+};
+
+#define VMC_FEAT_TCP		0x1u
+#define VMC_FEAT_UDP		0x2u
+#define VMC_FEAT_ALL		(VMC_FEAT_TCP | VMC_FEAT_UDP)
+
+/*
+ * struct vmc_msg_pool - grant refs for pool pages [first, first + count).
+ * Page 0 .. ceil(slots / VMC_SLOTS_PER_PAGE) - 1 hold ring headers; the
+ * rest hold ring data.
+ * @first: index of the first page described
+ * @count: 1 .. VMC_POOL_REFS_PER_MSG refs that follow
+ * @gref: grant references, unused entries 0
+ */
+struct vmc_msg_pool {
+	struct vmc_msg_hdr hdr;
+	__le32 first;
+	__le32 count;
+	__le32 gref[VMC_POOL_REFS_PER_MSG];
+};
+
+#define VMC_SLOTS_PER_PAGE	(4096u / 128u)
+
+/*
+ * struct vmc_tuple - a TCP/UDP connection as the *sender* sees it.
+ * @family: VMC_AF_INET or VMC_AF_INET6
+ * @pad: must be 0
+ * @lport, @rport: sender's local and remote port (host values, stored LE)
+ * @laddr, @raddr: addresses in network byte order; IPv4 uses bytes 0..3
+ *                 and the other 12 bytes must be 0
+ */
+struct vmc_tuple {
+	u8 family;
+	u8 pad[3];
+	__le16 lport;
+	__le16 rport;
+	u8 laddr[16];
+	u8 raddr[16];
+};
+
+#define VMC_AF_INET		4
+#define VMC_AF_INET6		6
+
+/*
+ * struct vmc_ring_ref - where a ring lives in the sender's pool.
+ * @slot: index of the struct vmc_ring_hdr (< VMC_MAX_SLOTS)
+ * @page: first data page (< VMC_POOL_MAX_PAGES)
+ * @pages: data pages, a power of two, 1 .. VMC_RING_MAX_PAGES
+ * The receiver checks these against the pool it actually mapped.
+ */
+struct vmc_ring_ref {
+	__le32 slot;
+	__le32 page;
+	__le32 pages;
+};
+
+/*
+ * struct vmc_msg_conn_offer - accelerate one direction of a connection.
+ * @conn: sender's connection id (opaque to the receiver, echoed back)
+ * @tuple: the connection from the sender's side
+ * @ring: the ring the sender will write this connection's bytes into
+ * @seq_cut: sender's TCP write_seq at which it stopped writing to TCP: the
+ *           receiver reads TCP up to here, then the ring
+ */
+struct vmc_msg_conn_offer {
+	struct vmc_msg_hdr hdr;
+	__le32 conn;
+	struct vmc_tuple tuple;
+	struct vmc_ring_ref ring;
+	__le32 seq_cut;
+};
+
+/*
+ * struct vmc_msg_conn_accept - answer to an offer.
+ * @conn: the offerer's id, echoed
+ * @peer_conn: the accepter's own id for the same connection
+ * @ring: the accepter's ring for the opposite direction
+ * @seq_cut: accepter's write_seq where its TCP writes stopped
+ * @isn_offerer, @isn_accepter: the initial sequence numbers of the TCP
+ *           connection, proof that the accepter is its endpoint
+ */
+struct vmc_msg_conn_accept {
+	struct vmc_msg_hdr hdr;
+	__le32 conn;
+	__le32 peer_conn;
+	struct vmc_ring_ref ring;
+	__le32 seq_cut;
+	__le32 isn_offerer;
+	__le32 isn_accepter;
+};
+
+/*
+ * struct vmc_msg_conn_refuse - the connection stays on TCP.
+ * @conn: the offerer's id, echoed
+ * @reason: enum vmc_reason
+ */
+struct vmc_msg_conn_refuse {
+	struct vmc_msg_hdr hdr;
+	__le32 conn;
+	__le32 reason;
+};
+
+/*
+ * struct vmc_msg_conn_end - CLOSE, REVERT and REVERTED share this layout.
+ * @conn: the *receiver's* id for the connection (from OFFER/ACCEPT)
+ * @final: ring position (bytes since ring creation) of the last byte the
+ *         sender produced (CLOSE, REVERT) or the receiver consumed (REVERTED)
+ * @how: CLOSE: VMC_CLOSE_FIN or VMC_CLOSE_RST; otherwise 0
+ */
+struct vmc_msg_conn_end {
+	struct vmc_msg_hdr hdr;
+	__le32 conn;
+	__le32 final;
+	__le32 how;
+};
+
+#define VMC_CLOSE_FIN		1
+#define VMC_CLOSE_RST		2
+
+/*
+ * struct vmc_msg_bye - the channel goes down.
+ * @reason: enum vmc_reason
+ */
+struct vmc_msg_bye {
+	struct vmc_msg_hdr hdr;
+	__le32 reason;
+};
+
+/* Why a connection is not (or no longer) accelerated; also on the wire. */
+enum vmc_reason {
+	VMC_R_NONE = 0,
+	VMC_R_NO_PEER,		/* remote address is no co-resident peer */
+	VMC_R_DISABLED,		/* acceleration switched off */
+	VMC_R_NO_MEMORY,	/* pool or grant limit reached */
+	VMC_R_AUTH,		/* ISN proof did not match */
+	VMC_R_TIMEOUT,		/* handshake unanswered */
+	VMC_R_UNSUPPORTED,	/* option not carried by rings (OOB, ULP) */
+	VMC_R_PROTO,		/* peer broke the protocol or a ring */
+	VMC_R_UNLOAD,		/* module unload */
+	VMC_R_SUSPEND,		/* save, migration */
+	VMC_R_PEER_GONE,	/* peer left the host or died */
+	VMC_R_NR
+};
+
+static inline void vmc_proto_layout_check(void)
+{
+	BUILD_BUG_ON(sizeof(struct vmc_msg_hdr) != 8);
+	BUILD_BUG_ON(offsetof(struct vmc_msg_hdr, len) != 2);
+	BUILD_BUG_ON(sizeof(struct vmc_msg_hello) != 24);
+	BUILD_BUG_ON(sizeof(struct vmc_msg_pool) != 16 + 4 * VMC_POOL_REFS_PER_MSG);
+	BUILD_BUG_ON(offsetof(struct vmc_msg_pool, gref) != 16);
+	BUILD_BUG_ON(sizeof(struct vmc_tuple) != 40);
+	BUILD_BUG_ON(offsetof(struct vmc_tuple, laddr) != 8);
+	BUILD_BUG_ON(sizeof(struct vmc_ring_ref) != 12);
+	BUILD_BUG_ON(sizeof(struct vmc_msg_conn_offer) != 68);
+	BUILD_BUG_ON(offsetof(struct vmc_msg_conn_offer, ring) != 52);
+	BUILD_BUG_ON(sizeof(struct vmc_msg_conn_accept) != 40);
+	BUILD_BUG_ON(offsetof(struct vmc_msg_conn_accept, isn_accepter) != 36);
+	BUILD_BUG_ON(sizeof(struct vmc_msg_conn_refuse) != 16);
+	BUILD_BUG_ON(sizeof(struct vmc_msg_conn_end) != 20);
+	BUILD_BUG_ON(sizeof(struct vmc_msg_bye) != 12);
+}
+
+/* The largest message, for receive buffers. */
+#define VMC_MSG_MAX		sizeof(struct vmc_msg_pool)
+
+/* ---- validators: each runs on a private copy; 0 or -EPROTO ---- */
+
+static inline int vmc_check_ring_ref(const struct vmc_ring_ref *r)
+{
+	u32 slot = le32_to_cpu(r->slot);
+	u32 page = le32_to_cpu(r->page);
+	u32 pages = le32_to_cpu(r->pages);
+
+	if (slot >= VMC_MAX_SLOTS || page >= VMC_POOL_MAX_PAGES)
+		return -EPROTO;
+	if (!pages || pages > VMC_RING_MAX_PAGES || (pages & (pages - 1)))
+		return -EPROTO;
+	if (pages > VMC_POOL_MAX_PAGES - page)	/* no overflow: page < max */
+		return -EPROTO;
+	return 0;
+}
+
+static inline int vmc_check_tuple(const struct vmc_tuple *t)
+{
+	static const u8 zero[12];
+
+	if (t->pad[0] || t->pad[1] || t->pad[2])
+		return -EPROTO;
+	if (!t->lport || !t->rport)
+		return -EPROTO;
+	if (t->family == VMC_AF_INET)
+		return memcmp(t->laddr + 4, zero, 12) ||
+		       memcmp(t->raddr + 4, zero, 12) ? -EPROTO : 0;
+	return t->family == VMC_AF_INET6 ? 0 : -EPROTO;
+}
+
+static inline int vmc_check_hello(const struct vmc_msg_hello *m)
+{
+	if (le32_to_cpu(m->domid) >= 0x7ff0)	/* DOMID_FIRST_RESERVED */
+		return -EPROTO;
+	if (le32_to_cpu(m->pool_pages) > VMC_POOL_MAX_PAGES ||
+	    le32_to_cpu(m->slots) > VMC_MAX_SLOTS)
+		return -EPROTO;
+	return 0;
+}
+
+static inline int vmc_check_pool(const struct vmc_msg_pool *m)
+{
+	u32 first = le32_to_cpu(m->first), count = le32_to_cpu(m->count), i;
+
+	if (!count || count > VMC_POOL_REFS_PER_MSG ||
+	    first >= VMC_POOL_MAX_PAGES || count > VMC_POOL_MAX_PAGES - first)
+		return -EPROTO;
+	for (i = count; i < VMC_POOL_REFS_PER_MSG; i++)
+		if (m->gref[i])
+			return -EPROTO;
+	return 0;
+}
+
+static inline int vmc_check_conn_offer(const struct vmc_msg_conn_offer *m)
+{
+	if (vmc_check_tuple(&m->tuple))
+		return -EPROTO;
+	return vmc_check_ring_ref(&m->ring);
+}
+
+static inline int vmc_check_conn_accept(const struct vmc_msg_conn_accept *m)
+{
+	return vmc_check_ring_ref(&m->ring);
+}
+
+static inline int vmc_check_conn_refuse(const struct vmc_msg_conn_refuse *m)
+{
+	return le32_to_cpu(m->reason) < VMC_R_NR ? 0 : -EPROTO;
+}
+
+static inline int vmc_check_conn_end(const struct vmc_msg_conn_end *m)
+{
+	u32 how = le32_to_cpu(m->how);
+
+	if (m->hdr.type == VMC_MSG_CONN_CLOSE)
+		return how == VMC_CLOSE_FIN || how == VMC_CLOSE_RST ? 0 : -EPROTO;
+	return how ? -EPROTO : 0;
+}
+
+static inline int vmc_check_bye(const struct vmc_msg_bye *m)
+{
+	return le32_to_cpu(m->reason) < VMC_R_NR ? 0 : -EPROTO;
+}
+
+/* Exact size of each message type; 0 for an unknown type. */
+static inline u32 vmc_msg_size(u8 type)
+{
+	switch (type) {
+	case VMC_MSG_HELLO:
+		return sizeof(struct vmc_msg_hello);
+	case VMC_MSG_POOL:
+		return sizeof(struct vmc_msg_pool);
+	case VMC_MSG_CONN_OFFER:
+		return sizeof(struct vmc_msg_conn_offer);
+	case VMC_MSG_CONN_ACCEPT:
+		return sizeof(struct vmc_msg_conn_accept);
+	case VMC_MSG_CONN_REFUSE:
+		return sizeof(struct vmc_msg_conn_refuse);
+	case VMC_MSG_CONN_CLOSE:
+	case VMC_MSG_CONN_REVERT:
+	case VMC_MSG_CONN_REVERTED:
+		return sizeof(struct vmc_msg_conn_end);
+	case VMC_MSG_BYE:
+		return sizeof(struct vmc_msg_bye);
+	default:
+		return 0;
+	}
+}
+
+/*
+ * vmc_msg_check - validate a control message copied out of the ring.
+ * @buf: private copy, at least @len bytes, suitably aligned
+ * @len: length the ring reported
+ *
+ * Checks the header (version, known type, exact length, no flags), then
+ * runs the type's own validator.  Returns 0 or -EPROTO; only after 0 may the
+ * caller cast @buf to the type's structure.
+ */
+static inline int vmc_msg_check(const void *buf, u32 len)
+{
+	const struct vmc_msg_hdr *h = buf;
+	u32 size;
+
+	if (len < sizeof(*h) || h->version != VMC_PROTO_VERSION || h->flags)
+		return -EPROTO;
+	size = vmc_msg_size(h->type);
+	if (!size || len != size || le16_to_cpu(h->len) != size)
+		return -EPROTO;
+
+	switch (h->type) {
+	case VMC_MSG_HELLO:
+		return vmc_check_hello(buf);
+	case VMC_MSG_POOL:
+		return vmc_check_pool(buf);
+	case VMC_MSG_CONN_OFFER:
+		return vmc_check_conn_offer(buf);
+	case VMC_MSG_CONN_ACCEPT:
+		return vmc_check_conn_accept(buf);
+	case VMC_MSG_CONN_REFUSE:
+		return vmc_check_conn_refuse(buf);
+	case VMC_MSG_CONN_CLOSE:
+	case VMC_MSG_CONN_REVERT:
+	case VMC_MSG_CONN_REVERTED:
+		return vmc_check_conn_end(buf);
+	case VMC_MSG_BYE:
+		return vmc_check_bye(buf);
+	}
+	return -EPROTO;
+}
+
+/* Fill a header for a message of @type (its size comes from the table). */
+static inline void vmc_msg_init(void *buf, u8 type)
+{
+	struct vmc_msg_hdr *h = buf;
+	u32 size = vmc_msg_size(type);
+
+	memset(buf, 0, size);
+	h->version = VMC_PROTO_VERSION;
+	h->type = type;
+	h->len = cpu_to_le16(size);
+}
+
+#endif /* VMC_PROTO_H */
