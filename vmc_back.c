@@ -1,107 +1,634 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
- * XenVMC Dom0 module: which DomUs run on this host.
+ * XenVMC Dom0 module: which DomUs run on this host, who may talk to whom,
+ * and telling each DomU.
  *
- * Dom0 is the only party every DomU trusts: it alone knows which domains
- * exist here (XenStore's @introduceDomain / @releaseDomain) and which vif
- * MACs belong to which domid (the backend nodes Dom0 itself owns).  This
- * module watches those, keeps a table of the DomUs, and shows it in
- * /proc/xenvmc/domains.
+ * Dom0 is the only party every DomU trusts.  This module learns domains
+ * from XenStore (@introduceDomain / @releaseDomain), the vif MACs of each
+ * from the backend nodes Dom0 itself owns, and the addresses each DomU's
+ * frontend claims under its own data/xenvmc node (vmc_proto.h documents
+ * every node).  A claim is a DomU's word, so:
+ *   - an address claimed by two DomUs belongs to the first claimant; the
+ *     later one is not listed for it (first come, as long as it holds it);
+ *   - a malformed claim is refused whole and logged once per domain.
+ * It writes each enabled DomU's peer table into that DomU's own XenStore
+ * tree, under xenvmc/, where only Dom0 can write and only the DomU (and
+ * Dom0) can read; and it relays the control-channel offers the frontends
+ * make to each other, since no DomU can read another's tree.
  *
- * XenStore may come up after this module loads (xenstored is a Dom0 user
- * process), so every XenStore use starts from the xenstore notifier.
+ * Cost of a change: one DomU's entry changing costs one XenStore write per
+ * other enabled DomU (N - 1), plus N - 1 writes into its own table when it
+ * becomes enabled; never a rewrite of every table (which would be N^2).
+ * In-memory recomputation is O(N * addresses) and touches no XenStore.
+ *
+ * All work runs in the xenwatch thread (watch callbacks), serialised by
+ * vmcb_lock, which /proc readers take too.
+ *
+ * Domain entry states (one struct vmcb_dom per DomU in /local/domain):
+ *
+ *   state    | event                               | action                       | next
+ *   ---------+-------------------------------------+------------------------------+--------
+ *   -        | domid appears in /local/domain      | add, watch its data/xenvmc   | OFF
+ *   OFF      | state "1" and a valid address claim | gen++; entry to every peer;  | ON
+ *            |                                     | every peer into its table    |
+ *   OFF      | state "1", claim malformed          | log once; why = reason       | OFF
+ *   ON       | addresses, ownership or vifs change | gen++; entry to every peer   | ON
+ *   ON       | chan/<P> written or removed         | relay to P's xenvmc/chan/<D> | ON
+ *   ON       | state removed or not "1"            | entry and relays removed     | OFF
+ *            |                                     | from peers; its table wiped  |
+ *   any      | domid gone from /local/domain       | unwatch; as ON -> OFF; free  | -
  */
 #define pr_fmt(fmt) "xenvmc-back: " fmt
 
 #include <linux/module.h>
 #include <linux/kernel.h>
 #include <linux/slab.h>
+#include <linux/list.h>
+#include <linux/mutex.h>
 #include <linux/proc_fs.h>
 #include <linux/seq_file.h>
 #include <linux/notifier.h>
-#include <linux/atomic.h>
+#include <linux/if_ether.h>
 #include <xen/xen.h>
 #include <xen/xenbus.h>
 
 #include "vmc_ring.h"
 #include "vmc_proto.h"
 
-#define VMCB_VERSION "0.1"
+#define VMCB_VERSION "0.2"
+#define VMCB_MAX_DOMS 1024
 
-static struct proc_dir_entry *vmcb_proc_dir;
+static unsigned int max_domains = 256;
+module_param(max_domains, uint, 0444);
+MODULE_PARM_DESC(max_domains, "DomUs tracked at most (1-1024, default 256)");
+
+/* A channel offer relayed from one DomU to one peer. */
+struct vmcb_relay {
+	struct list_head list;
+	unsigned int peer;
+	char val[24];		/* canonical "<gref> <port>" last written */
+};
+
+struct vmcb_dom {
+	struct list_head list;
+	unsigned int domid;
+	bool on;		/* frontend loaded and claim valid */
+	bool synced;		/* its table holds every other ON DomU */
+	bool seen;		/* mark for the rescan */
+	bool bad_logged;	/* a malformed claim was logged already */
+	bool changed;		/* entry changed since the last publish */
+	u32 gen;		/* bumped on every change of its entry */
+	const char *why;	/* why it is OFF, for /proc */
+	unsigned int nr_addrs;
+	struct vmc_addr addrs[VMC_MAX_ADDRS];
+	u64 since[VMC_MAX_ADDRS];	/* claim order of each address */
+	unsigned int nr_macs;
+	u8 macs[VMC_MAX_VIFS][ETH_ALEN];
+	char body[VMC_XS_PEER_MAX + 1];	/* published entry minus gen */
+	struct list_head relays;
+	char path[48];		/* /local/domain/<D>/data/xenvmc */
+	struct xenbus_watch watch;
+	bool watching;
+};
+
+static DEFINE_MUTEX(vmcb_lock);
+static LIST_HEAD(vmcb_doms);
+static unsigned int vmcb_nr_doms;
+static u64 vmcb_claim_seq;
 static bool vmcb_watching;
-static atomic_t vmcb_domain_events = ATOMIC_INIT(0);
+static bool vmcb_stopping;
+static struct proc_dir_entry *vmcb_proc_dir;
+
+/* Counters for /proc/xenvmc/stats. */
+static unsigned long vmcb_xs_writes, vmcb_bad_claims, vmcb_conflicts,
+	vmcb_bad_chans, vmcb_relayed;
+
+static struct vmcb_dom *vmcb_find(unsigned int domid)
+{
+	struct vmcb_dom *d;
+
+	list_for_each_entry(d, &vmcb_doms, list)
+		if (d->domid == domid)
+			return d;
+	return NULL;
+}
+
+/* Dom0's own facts: the MAC of every vif it backs for @d. */
+static void vmcb_read_macs(struct vmcb_dom *d)
+{
+	unsigned int i, n = 0;
+	char path[64];
+	char **dir;
+	char *mac;
+
+	d->nr_macs = 0;
+	snprintf(path, sizeof(path), "backend/vif/%u", d->domid);
+	dir = xenbus_directory(XBT_NIL, path, "", &n);
+	if (IS_ERR(dir))
+		return;
+	for (i = 0; i < n && d->nr_macs < VMC_MAX_VIFS; i++) {
+		snprintf(path, sizeof(path), "backend/vif/%u/%s", d->domid,
+			 dir[i]);
+		mac = xenbus_read(XBT_NIL, path, "mac", NULL);
+		if (IS_ERR(mac))
+			continue;
+		if (mac_pton(mac, d->macs[d->nr_macs]))
+			d->nr_macs++;
+		kfree(mac);
+	}
+	kfree(dir);
+}
+
+static bool vmcb_addr_eq(const struct vmc_addr *a, const struct vmc_addr *b)
+{
+	return a->family == b->family && !memcmp(a->addr, b->addr, 16);
+}
+
+/* Addresses no DomU may claim: unspecified, loopback, multicast, link-local. */
+static bool vmcb_addr_bad(const struct vmc_addr *a)
+{
+	static const u8 zero[16];
+
+	if (a->family == VMC_AF_INET)
+		return !memcmp(a->addr, zero, 4) || a->addr[0] == 127 ||
+		       a->addr[0] >= 224 ||
+		       (a->addr[0] == 169 && a->addr[1] == 254);
+	return !memcmp(a->addr, zero, 15) || a->addr[0] == 0xff ||
+	       (a->addr[0] == 0xfe && (a->addr[1] & 0xc0) == 0x80);
+}
 
 /*
- * @introduceDomain and @releaseDomain fire once per domain change, without
- * saying which domain: the table is recomputed from /local/domain.  For now
- * the watch only counts changes; /proc/xenvmc/domains reads the directory.
+ * Read @d's frontend state and address claim.  Keeps the claim order of
+ * addresses it already held, so re-reading never loses ownership.
  */
-static void vmcb_domain_changed(struct xenbus_watch *watch, const char *path,
-				const char *token)
+static void vmcb_read_claim(struct vmcb_dom *d)
 {
-	atomic_inc(&vmcb_domain_events);
-	pr_debug("domain change (%s)\n", path);
+	struct vmc_addr addrs[VMC_MAX_ADDRS];
+	u64 since[VMC_MAX_ADDRS];
+	unsigned int len = 0, i, j;
+	char *state, *val;
+	int n;
+
+	d->on = false;
+	state = xenbus_read(XBT_NIL, d->path, "state", NULL);
+	if (IS_ERR(state)) {
+		d->why = "frontend not loaded";
+		goto off;
+	}
+	n = strcmp(state, "1");
+	kfree(state);
+	if (n) {
+		d->why = "frontend not enabled";
+		goto off;
+	}
+	val = xenbus_read(XBT_NIL, d->path, "addrs", &len);
+	if (IS_ERR(val)) {
+		d->why = "no address claim";
+		goto off;
+	}
+	n = len <= VMC_XS_ADDRS_MAX ?
+	    vmc_xs_parse_addrs(val, len, addrs, VMC_MAX_ADDRS) : -EINVAL;
+	kfree(val);
+	for (i = 0; n > 0 && i < n; i++)
+		if (vmcb_addr_bad(&addrs[i]))
+			n = -EINVAL;
+	if (n < 0) {
+		vmcb_bad_claims++;
+		if (!d->bad_logged)
+			pr_warn_ratelimited("domain %u: malformed address claim refused\n",
+					    d->domid);
+		d->bad_logged = true;
+		d->why = "malformed address claim";
+		goto off;
+	}
+	for (i = 0; i < n; i++) {
+		since[i] = ++vmcb_claim_seq;
+		for (j = 0; j < d->nr_addrs; j++)
+			if (vmcb_addr_eq(&addrs[i], &d->addrs[j]))
+				since[i] = d->since[j];
+	}
+	memcpy(d->addrs, addrs, n * sizeof(addrs[0]));
+	memcpy(d->since, since, n * sizeof(since[0]));
+	d->nr_addrs = n;
+	d->on = true;
+	d->why = NULL;
+	vmcb_read_macs(d);
+	return;
+off:
+	d->nr_addrs = 0;
+}
+
+/* Does @d own its @i-th address: no earlier ON claimant of the same one? */
+static bool vmcb_owns(const struct vmcb_dom *d, unsigned int i)
+{
+	const struct vmcb_dom *e;
+	unsigned int j;
+
+	list_for_each_entry(e, &vmcb_doms, list) {
+		if (e == d || !e->on)
+			continue;
+		for (j = 0; j < e->nr_addrs; j++)
+			if (vmcb_addr_eq(&e->addrs[j], &d->addrs[i]) &&
+			    e->since[j] < d->since[i])
+				return false;
+	}
+	return true;
+}
+
+static void vmcb_hex(char *p, const u8 *b, unsigned int n)
+{
+	static const char hex[] = "0123456789abcdef";
+
+	while (n--) {
+		*p++ = hex[*b >> 4];
+		*p++ = hex[*b++ & 15];
+	}
+	*p = '\0';
+}
+
+/* The entry body "<macs> <owned addrs>", or "" when @d is no peer. */
+static void vmcb_compose(struct vmcb_dom *d, char *body)
+{
+	struct vmc_addr owned[VMC_MAX_ADDRS];
+	unsigned int i, n = 0;
+	char *p = body;
+
+	*p = '\0';
+	if (!d->on)
+		return;
+	if (!d->nr_macs) {
+		d->why = "no vif";
+		return;
+	}
+	for (i = 0; i < d->nr_macs; i++) {
+		if (i)
+			*p++ = ',';
+		vmcb_hex(p, d->macs[i], ETH_ALEN);
+		p += 2 * ETH_ALEN;
+	}
+	for (i = 0; i < d->nr_addrs; i++) {
+		if (vmcb_owns(d, i))
+			owned[n++] = d->addrs[i];
+		else
+			vmcb_conflicts++;
+	}
+	if (n) {
+		*p++ = ' ';
+		vmc_xs_format_addrs(p, owned, n);
+	}
+}
+
+static void vmcb_xs_write(const char *dir, const char *node, const char *val)
+{
+	int err = xenbus_write(XBT_NIL, dir, node, val);
+
+	vmcb_xs_writes++;
+	if (err)
+		pr_warn_ratelimited("write %s/%s failed: %d\n", dir, node, err);
+}
+
+static void vmcb_xs_rm(const char *dir, const char *node)
+{
+	int err = xenbus_rm(XBT_NIL, dir, node);
+
+	vmcb_xs_writes++;
+	if (err && err != -ENOENT)
+		pr_warn_ratelimited("rm %s/%s failed: %d\n", dir, node, err);
+}
+
+/* Write @d's entry into @v's table, or remove it. */
+static void vmcb_put_entry(struct vmcb_dom *v, struct vmcb_dom *d)
+{
+	char dir[48], node[12], *val;
+
+	snprintf(dir, sizeof(dir), "/local/domain/%u/xenvmc/peers", v->domid);
+	snprintf(node, sizeof(node), "%u", d->domid);
+	if (!d->body[0]) {
+		vmcb_xs_rm(dir, node);
+		return;
+	}
+	val = kasprintf(GFP_KERNEL, "%u %s", d->gen, d->body);
+	if (!val)
+		return;
+	vmcb_xs_write(dir, node, val);
+	kfree(val);
+}
+
+static void vmcb_drop_relay(struct vmcb_dom *d, struct vmcb_relay *r,
+			    bool rm)
+{
+	char dir[48], node[12];
+
+	if (rm) {
+		snprintf(dir, sizeof(dir), "/local/domain/%u/xenvmc/chan",
+			 r->peer);
+		snprintf(node, sizeof(node), "%u", d->domid);
+		vmcb_xs_rm(dir, node);
+	}
+	list_del(&r->list);
+	kfree(r);
+}
+
+/* Remove every relay from @d, and every relay to @d from the others. */
+static void vmcb_drop_relays(struct vmcb_dom *d)
+{
+	struct vmcb_relay *r, *tmp;
+	struct vmcb_dom *e;
+
+	list_for_each_entry_safe(r, tmp, &d->relays, list)
+		vmcb_drop_relay(d, r, true);
+	list_for_each_entry(e, &vmcb_doms, list)
+		list_for_each_entry_safe(r, tmp, &e->relays, list)
+			if (r->peer == d->domid)
+				vmcb_drop_relay(e, r, false);
+}
+
+/*
+ * Relay @d's channel offers (data/xenvmc/chan/<P>) to each named peer P,
+ * when both are ON; remove relays whose offer is gone.  A malformed offer
+ * is dropped and counted.
+ */
+static void vmcb_relay_chans(struct vmcb_dom *d)
+{
+	struct vmcb_relay *r, *tmp;
+	unsigned int i, n = 0, len, peer;
+	char path[64], val[24], dir[48], node[12];
+	struct vmcb_dom *p;
+	char **names;
+	u32 gref, port;
+	bool keep;
+	char *raw;
+	int err;
+
+	snprintf(path, sizeof(path), "%s/chan", d->path);
+	names = d->body[0] ? xenbus_directory(XBT_NIL, path, "", &n) : NULL;
+	if (IS_ERR(names)) {
+		names = NULL;
+		n = 0;
+	}
+	/* Forget relays whose offer or peer is gone. */
+	list_for_each_entry_safe(r, tmp, &d->relays, list) {
+		p = vmcb_find(r->peer);
+		keep = p && p->body[0];
+		for (i = 0; keep && i < n; i++)
+			if (!kstrtouint(names[i], 10, &peer) && peer == r->peer)
+				break;
+		if (!keep || i == n)
+			vmcb_drop_relay(d, r, true);
+	}
+	for (i = 0; i < n; i++) {
+		if (kstrtouint(names[i], 10, &peer) || peer == d->domid)
+			goto bad;
+		p = vmcb_find(peer);
+		if (!p || !p->body[0])
+			continue;	/* not (yet) a peer: relay later */
+		raw = xenbus_read(XBT_NIL, path, names[i], &len);
+		if (IS_ERR(raw))
+			continue;
+		err = vmc_xs_parse_chan(raw, len, &gref, &port);
+		kfree(raw);
+		if (err)
+			goto bad;
+		snprintf(val, sizeof(val), "%u %u", gref, port);
+		list_for_each_entry(r, &d->relays, list)
+			if (r->peer == peer)
+				break;
+		if (list_entry_is_head(r, &d->relays, list)) {
+			r = kzalloc(sizeof(*r), GFP_KERNEL);
+			if (!r)
+				continue;
+			r->peer = peer;
+			list_add(&r->list, &d->relays);
+		} else if (!strcmp(r->val, val)) {
+			continue;
+		}
+		strscpy(r->val, val, sizeof(r->val));
+		snprintf(dir, sizeof(dir), "/local/domain/%u/xenvmc/chan", peer);
+		snprintf(node, sizeof(node), "%u", d->domid);
+		vmcb_xs_write(dir, node, val);
+		vmcb_relayed++;
+		continue;
+bad:
+		vmcb_bad_chans++;
+		pr_warn_ratelimited("domain %u: malformed channel offer %s refused\n",
+				    d->domid, names[i]);
+	}
+	kfree(names);
+}
+
+/*
+ * Bring every table up to date after claims changed.  Called with
+ * vmcb_lock held, from the xenwatch thread.
+ */
+static void vmcb_publish(void)
+{
+	char body[VMC_XS_PEER_MAX + 1];
+	struct vmcb_dom *d, *v;
+	char dir[40];
+
+	list_for_each_entry(d, &vmcb_doms, list) {
+		vmcb_compose(d, body);
+		d->changed = strcmp(body, d->body);
+		if (d->changed) {
+			strscpy(d->body, body, sizeof(d->body));
+			d->gen++;
+		}
+	}
+	list_for_each_entry(v, &vmcb_doms, list) {
+		if (!v->body[0]) {
+			if (v->synced || v->changed) {
+				/* Wipe what it was told: it is no peer now. */
+				snprintf(dir, sizeof(dir), "/local/domain/%u",
+					 v->domid);
+				vmcb_xs_rm(dir, "xenvmc");
+				vmcb_drop_relays(v);
+			}
+			v->synced = false;
+			continue;
+		}
+		list_for_each_entry(d, &vmcb_doms, list) {
+			if (d == v)
+				continue;
+			if (!v->synced ? d->body[0] : d->changed)
+				vmcb_put_entry(v, d);
+		}
+		v->synced = true;
+	}
+}
+
+/* Watch on one DomU's data/xenvmc subtree. */
+static void vmcb_dom_changed(struct xenbus_watch *watch, const char *path,
+			     const char *token)
+{
+	struct vmcb_dom *d = container_of(watch, struct vmcb_dom, watch);
+	struct vmcb_dom *e;
+	bool was_peer;
+
+	mutex_lock(&vmcb_lock);
+	if (!vmcb_stopping) {
+		was_peer = d->body[0];
+		vmcb_read_claim(d);
+		vmcb_publish();
+		if (was_peer == !!d->body[0]) {
+			vmcb_relay_chans(d);
+		} else {
+			/* Offers to or from it may have waited on this. */
+			list_for_each_entry(e, &vmcb_doms, list)
+				vmcb_relay_chans(e);
+		}
+	}
+	mutex_unlock(&vmcb_lock);
+}
+
+static void vmcb_dom_free(struct vmcb_dom *d)
+{
+	if (d->watching)
+		unregister_xenbus_watch(&d->watch);
+	kfree(d->watch.node);
+	kfree(d);
+}
+
+/* Add a DomU to the table and start watching it; lock held. */
+static void vmcb_dom_add(unsigned int domid)
+{
+	struct vmcb_dom *d;
+	int err;
+
+	if (vmcb_nr_doms >= max_domains) {
+		pr_warn_ratelimited("domain %u not tracked: max_domains=%u reached\n",
+				    domid, max_domains);
+		return;
+	}
+	d = kzalloc(sizeof(*d), GFP_KERNEL);
+	if (!d)
+		return;
+	d->domid = domid;
+	d->why = "frontend not loaded";
+	INIT_LIST_HEAD(&d->relays);
+	snprintf(d->path, sizeof(d->path), "/local/domain/%u/data/xenvmc",
+		 domid);
+	d->watch.node = kstrdup(d->path, GFP_KERNEL);
+	d->watch.callback = vmcb_dom_changed;
+	d->seen = true;
+	list_add_tail(&d->list, &vmcb_doms);
+	vmcb_nr_doms++;
+	/* The watch fires once at registration: that reads its state. */
+	err = d->watch.node ? register_xenbus_watch(&d->watch) : -ENOMEM;
+	if (err)
+		pr_warn_ratelimited("cannot watch domain %u: %d\n", domid, err);
+	else
+		d->watching = true;
+}
+
+/* Domains came or went: diff /local/domain against the table. */
+static void vmcb_rescan(struct xenbus_watch *watch, const char *path,
+			const char *token)
+{
+	struct vmcb_dom *d, *tmp;
+	unsigned int i, n = 0, domid;
+	bool gone = false;
+	char **dir;
+
+	dir = xenbus_directory(XBT_NIL, "/local/domain", "", &n);
+	if (IS_ERR(dir))
+		return;
+	mutex_lock(&vmcb_lock);
+	if (vmcb_stopping)
+		goto out;
+	list_for_each_entry(d, &vmcb_doms, list)
+		d->seen = false;
+	for (i = 0; i < n; i++) {
+		if (kstrtouint(dir[i], 10, &domid) || !domid ||
+		    domid >= DOMID_FIRST_RESERVED)
+			continue;
+		d = vmcb_find(domid);
+		if (d)
+			d->seen = true;
+		else
+			vmcb_dom_add(domid);
+	}
+	list_for_each_entry_safe(d, tmp, &vmcb_doms, list) {
+		if (d->seen)
+			continue;
+		d->on = false;
+		d->nr_addrs = 0;
+		d->why = "gone";
+		gone = true;
+	}
+	if (gone) {
+		vmcb_publish();		/* removes them from every table */
+		list_for_each_entry_safe(d, tmp, &vmcb_doms, list) {
+			if (d->seen)
+				continue;
+			vmcb_drop_relays(d);
+			list_del(&d->list);
+			vmcb_nr_doms--;
+			vmcb_dom_free(d);
+		}
+	}
+out:
+	mutex_unlock(&vmcb_lock);
+	kfree(dir);
 }
 
 static struct xenbus_watch vmcb_intro_watch = {
 	.node = "@introduceDomain",
-	.callback = vmcb_domain_changed,
+	.callback = vmcb_rescan,
 };
 
 static struct xenbus_watch vmcb_release_watch = {
 	.node = "@releaseDomain",
-	.callback = vmcb_domain_changed,
+	.callback = vmcb_rescan,
 };
-
-/* Count the vifs Dom0 backs for @domid: facts Dom0 owns, not DomU claims. */
-static unsigned int vmcb_count_vifs(unsigned int domid)
-{
-	char path[48];
-	unsigned int n = 0;
-	char **dir;
-
-	snprintf(path, sizeof(path), "backend/vif/%u", domid);
-	dir = xenbus_directory(XBT_NIL, path, "", &n);
-	if (IS_ERR(dir))
-		return 0;
-	kfree(dir);
-	return n;
-}
 
 static int vmcb_domains_show(struct seq_file *m, void *v)
 {
-	unsigned int i, n = 0, domid;
-	char path[32];
-	char **dir;
-	char *name;
+	struct vmcb_dom *d;
+	unsigned int i;
 
-	seq_puts(m, "domid name vifs\n");
-	if (!READ_ONCE(vmcb_watching))
-		return 0;	/* XenStore not up yet: nothing known */
-	dir = xenbus_directory(XBT_NIL, "/local/domain", "", &n);
-	if (IS_ERR(dir))
-		return 0;
-	for (i = 0; i < n; i++) {
-		if (kstrtouint(dir[i], 10, &domid) || domid == 0)
-			continue;
-		snprintf(path, sizeof(path), "/local/domain/%u", domid);
-		name = xenbus_read(XBT_NIL, path, "name", NULL);
-		seq_printf(m, "%u %s %u\n", domid,
-			   IS_ERR(name) ? "-" : name, vmcb_count_vifs(domid));
-		if (!IS_ERR(name))
-			kfree(name);
+	/* Stable columns, documented in the README. */
+	seq_puts(m, "domid state gen macs addresses why\n");
+	mutex_lock(&vmcb_lock);
+	list_for_each_entry(d, &vmcb_doms, list) {
+		seq_printf(m, "%u %s %u ", d->domid,
+			   d->body[0] ? "peer" : "off", d->gen);
+		for (i = 0; i < d->nr_macs; i++)
+			seq_printf(m, "%s%pM", i ? "," : "", d->macs[i]);
+		if (!d->nr_macs)
+			seq_putc(m, '-');
+		seq_putc(m, ' ');
+		for (i = 0; i < d->nr_addrs; i++) {
+			if (d->addrs[i].family == VMC_AF_INET)
+				seq_printf(m, "%s%pI4", i ? "," : "",
+					   d->addrs[i].addr);
+			else
+				seq_printf(m, "%s%pI6c", i ? "," : "",
+					   d->addrs[i].addr);
+			if (!vmcb_owns(d, i))
+				seq_puts(m, "(conflict)");
+		}
+		if (!d->nr_addrs)
+			seq_putc(m, '-');
+		seq_printf(m, " %s\n", d->body[0] ? "-" :
+			   d->why ? d->why : "unknown");
 	}
-	kfree(dir);
+	mutex_unlock(&vmcb_lock);
 	return 0;
 }
 
 static int vmcb_stats_show(struct seq_file *m, void *v)
 {
+	mutex_lock(&vmcb_lock);
 	seq_printf(m, "version %s\n", VMCB_VERSION);
 	seq_printf(m, "proto_version %u\n", VMC_PROTO_VERSION);
-	seq_printf(m, "xenstore_watching %d\n", READ_ONCE(vmcb_watching));
-	seq_printf(m, "domain_events %d\n", atomic_read(&vmcb_domain_events));
+	seq_printf(m, "xenstore_watching %d\n", vmcb_watching);
+	seq_printf(m, "domains %u\n", vmcb_nr_doms);
+	seq_printf(m, "xenstore_writes %lu\n", vmcb_xs_writes);
+	seq_printf(m, "bad_claims %lu\n", vmcb_bad_claims);
+	seq_printf(m, "address_conflicts %lu\n", vmcb_conflicts);
+	seq_printf(m, "bad_channel_offers %lu\n", vmcb_bad_chans);
+	seq_printf(m, "channel_offers_relayed %lu\n", vmcb_relayed);
+	mutex_unlock(&vmcb_lock);
 	return 0;
 }
 
@@ -138,6 +665,11 @@ static int __init vmcb_init(void)
 				      "not a Xen domain");
 		return -ENODEV;
 	}
+	if (!max_domains || max_domains > VMCB_MAX_DOMS) {
+		pr_err("not loaded: max_domains=%u is not in 1..%u\n",
+		       max_domains, VMCB_MAX_DOMS);
+		return -EINVAL;
+	}
 
 	vmcb_proc_dir = proc_mkdir("xenvmc", NULL);
 	if (!vmcb_proc_dir) {
@@ -163,12 +695,36 @@ err_remove_proc:
 	return -ENOMEM;
 }
 
+/*
+ * Unload: stop watching, then take back every table and relay, so each
+ * frontend sees its peers vanish and falls back to the network.  A later
+ * load rebuilds everything from the frontends' own nodes.
+ */
 static void __exit vmcb_exit(void)
 {
+	struct vmcb_dom *d, *tmp;
+	char dir[40];
+
 	unregister_xenstore_notifier(&vmcb_xenstore_nb);
 	if (vmcb_watching) {
 		unregister_xenbus_watch(&vmcb_release_watch);
 		unregister_xenbus_watch(&vmcb_intro_watch);
+	}
+	mutex_lock(&vmcb_lock);
+	vmcb_stopping = true;
+	mutex_unlock(&vmcb_lock);
+	/* No callback runs past its unregister; vmcb_stopping covers the rest. */
+	list_for_each_entry_safe(d, tmp, &vmcb_doms, list) {
+		if (d->watching)
+			unregister_xenbus_watch(&d->watch);
+		d->watching = false;
+		if (d->synced || d->body[0]) {
+			snprintf(dir, sizeof(dir), "/local/domain/%u", d->domid);
+			vmcb_xs_rm(dir, "xenvmc");
+		}
+		vmcb_drop_relays(d);
+		list_del(&d->list);
+		vmcb_dom_free(d);
 	}
 	proc_remove(vmcb_proc_dir);
 	pr_info("unloaded\n");

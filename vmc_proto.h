@@ -426,4 +426,192 @@ static inline void vmc_msg_init(void *buf, u8 type)
 	h->len = cpu_to_le16(size);
 }
 
+/* ---- XenStore values ----
+ *
+ * Layout (D = a DomU, P = one of its peers; only Dom0 writes outside data/):
+ *
+ *   /local/domain/D/data/xenvmc/state     D's frontend: "1" while loaded
+ *   /local/domain/D/data/xenvmc/addrs     D's frontend: addresses it uses,
+ *                                         VMC_XS_ADDRS format (a claim)
+ *   /local/domain/D/data/xenvmc/chan/P    D's frontend: "<gref> <port>" of
+ *                                         its control page for P; port 0
+ *                                         when P allocates the channel
+ *   /local/domain/D/xenvmc/peers/P        Dom0: P's entry, VMC_XS_PEER
+ *   /local/domain/D/xenvmc/chan/P         Dom0: P's chan value, relayed
+ *
+ * D can write only under its data/ node and read only its own tree, so
+ * everything under xenvmc/ comes from Dom0.  Values written by a DomU are
+ * parsed only by the validators below (fuzzed in test/fuzz/).
+ *
+ * VMC_XS_ADDRS: up to VMC_MAX_ADDRS tokens separated by one space; a token
+ * is 8 lower-case hex digits (IPv4) or 32 (IPv6), network byte order.
+ * VMC_XS_PEER: "<gen> <mac>[,<mac>...] <addrs>" where gen is decimal, a
+ * mac is 12 lower-case hex digits, and <addrs> is VMC_XS_ADDRS (may be
+ * empty).
+ */
+#define VMC_MAX_ADDRS		16
+#define VMC_MAX_VIFS		4
+#define VMC_XS_ADDRS_MAX	(VMC_MAX_ADDRS * 33)
+#define VMC_XS_PEER_MAX		(11 + VMC_MAX_VIFS * 13 + VMC_XS_ADDRS_MAX + 2)
+
+/* An address a DomU uses: VMC_AF_INET (bytes 0..3) or VMC_AF_INET6. */
+struct vmc_addr {
+	u8 family;
+	u8 addr[16];
+};
+
+static inline int vmc_xs_hexval(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	return -1;
+}
+
+/* Parse exactly 2 * @n lower-case hex digits at @s into @out. */
+static inline int vmc_xs_hex(const char *s, u8 *out, unsigned int n)
+{
+	unsigned int i;
+	int hi, lo;
+
+	for (i = 0; i < n; i++) {
+		hi = vmc_xs_hexval(s[2 * i]);
+		lo = hi < 0 ? -1 : vmc_xs_hexval(s[2 * i + 1]);
+		if (lo < 0)
+			return -EINVAL;
+		out[i] = hi << 4 | lo;
+	}
+	return 0;
+}
+
+/*
+ * vmc_xs_parse_addrs - parse a VMC_XS_ADDRS value.
+ * @s: the value, @len bytes, not necessarily NUL-terminated
+ * Returns the number of addresses stored in @out (0 .. @max) or -EINVAL
+ * for anything malformed: unknown token length, non-hex digit, doubled or
+ * trailing separator, more than @max tokens.  Never reads past @len.
+ */
+static inline int vmc_xs_parse_addrs(const char *s, unsigned int len,
+				     struct vmc_addr *out, unsigned int max)
+{
+	unsigned int pos = 0, tok, n = 0;
+
+	while (pos < len) {
+		for (tok = 0; pos + tok < len && s[pos + tok] != ' '; tok++)
+			;
+		if (n == max || (tok != 8 && tok != 32))
+			return -EINVAL;
+		memset(&out[n], 0, sizeof(out[n]));
+		out[n].family = tok == 8 ? VMC_AF_INET : VMC_AF_INET6;
+		if (vmc_xs_hex(s + pos, out[n].addr, tok / 2))
+			return -EINVAL;
+		n++;
+		pos += tok;
+		if (pos < len && ++pos == len)	/* a trailing space */
+			return -EINVAL;
+	}
+	return n;
+}
+
+/* Format @n addresses into @buf (VMC_XS_ADDRS_MAX + 1 bytes). */
+static inline void vmc_xs_format_addrs(char *buf, const struct vmc_addr *a,
+				       unsigned int n)
+{
+	static const char hex[] = "0123456789abcdef";
+	unsigned int i, j, bytes;
+	char *p = buf;
+
+	for (i = 0; i < n && i < VMC_MAX_ADDRS; i++) {
+		bytes = a[i].family == VMC_AF_INET ? 4 : 16;
+		if (i)
+			*p++ = ' ';
+		for (j = 0; j < bytes; j++) {
+			*p++ = hex[a[i].addr[j] >> 4];
+			*p++ = hex[a[i].addr[j] & 15];
+		}
+	}
+	*p = '\0';
+}
+
+/* Parse a decimal u32 token of @s ending at a space or @len; advances *pos. */
+static inline int vmc_xs_u32(const char *s, unsigned int len,
+			     unsigned int *pos, u32 *out)
+{
+	unsigned int i = *pos;
+	u64 v = 0;
+
+	if (i >= len || s[i] < '0' || s[i] > '9')
+		return -EINVAL;
+	for (; i < len && s[i] != ' '; i++) {
+		if (s[i] < '0' || s[i] > '9' || i - *pos >= 10)
+			return -EINVAL;
+		v = v * 10 + (s[i] - '0');
+	}
+	if (v > 0xffffffffull)
+		return -EINVAL;
+	*out = v;
+	*pos = i;
+	return 0;
+}
+
+/*
+ * vmc_xs_parse_chan - parse "<gref> <port>" (decimal u32s, one space).
+ * Returns 0 or -EINVAL.
+ */
+static inline int vmc_xs_parse_chan(const char *s, unsigned int len,
+				    u32 *gref, u32 *port)
+{
+	unsigned int pos = 0;
+
+	if (vmc_xs_u32(s, len, &pos, gref) || pos >= len || s[pos] != ' ')
+		return -EINVAL;
+	pos++;
+	if (vmc_xs_u32(s, len, &pos, port) || pos != len)
+		return -EINVAL;
+	return 0;
+}
+
+/*
+ * struct vmc_peer_entry - a parsed VMC_XS_PEER value.
+ */
+struct vmc_peer_entry {
+	u32 gen;
+	unsigned int nr_macs;
+	u8 macs[VMC_MAX_VIFS][6];
+	int nr_addrs;
+	struct vmc_addr addrs[VMC_MAX_ADDRS];
+};
+
+/* vmc_xs_parse_peer - parse a VMC_XS_PEER value; 0 or -EINVAL. */
+static inline int vmc_xs_parse_peer(const char *s, unsigned int len,
+				    struct vmc_peer_entry *e)
+{
+	unsigned int pos = 0;
+
+	e->nr_macs = 0;
+	if (vmc_xs_u32(s, len, &pos, &e->gen) || pos >= len || s[pos] != ' ')
+		return -EINVAL;
+	pos++;
+	for (;;) {
+		if (e->nr_macs == VMC_MAX_VIFS || len - pos < 12 ||
+		    vmc_xs_hex(s + pos, e->macs[e->nr_macs], 6))
+			return -EINVAL;
+		e->nr_macs++;
+		pos += 12;
+		if (pos == len || s[pos] != ',')
+			break;
+		pos++;
+	}
+	if (pos == len) {
+		e->nr_addrs = 0;
+		return 0;
+	}
+	if (s[pos] != ' ' || ++pos == len)
+		return -EINVAL;
+	e->nr_addrs = vmc_xs_parse_addrs(s + pos, len - pos, e->addrs,
+					 VMC_MAX_ADDRS);
+	return e->nr_addrs < 0 ? -EINVAL : 0;
+}
+
 #endif /* VMC_PROTO_H */

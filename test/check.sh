@@ -1,0 +1,68 @@
+#!/bin/bash
+# SPDX-License-Identifier: GPL-2.0
+# make check: the project's one test command (CI runs it through .ci/run).
+#
+#   1. deps        install build/test packages (idempotent)
+#   2. kbuild      both modules, W=1 C=1, for the 6.1 and 6.12 series
+#   3. checkpatch  --strict on every kernel source
+#   4. unit        ring/protocol unit tests, TSan stress, fuzz smoke
+#   5. lab         real Xen in QEMU: test/lab-tests/*.sh in one boot
+#
+# Every stage runs even when an earlier one failed (except what depends on
+# it), and the last line is the total: "N passed, N failed".
+set -u
+top=$(cd "$(dirname "$0")/.." && pwd)
+cd "$top"
+passed=0
+failed=0
+t0=$(date +%s)
+
+stage() {	# stage NAME CMD... : one pass/fail item
+	local name=$1 t=$(date +%s)
+	shift
+	echo "=== $name"
+	if "$@"; then
+		passed=$((passed + 1)); echo "=== $name: PASS ($(( $(date +%s) - t )) s)"
+	else
+		failed=$((failed + 1)); echo "=== $name: FAIL ($(( $(date +%s) - t )) s)"
+		return 1
+	fi
+}
+
+counted() {	# counted NAME LOG CMD... : adds the "N passed, N failed" of CMD
+	local name=$1 log=$2 t=$(date +%s) rc p f
+	shift 2
+	echo "=== $name"
+	"$@" 2>&1 | tee "$log"
+	rc=${PIPESTATUS[0]}
+	read -r p f < <(sed -n 's/^\(.*: \)\{0,1\}\([0-9]\+\) passed, \([0-9]\+\) failed.*/\2 \3/p' "$log" | tail -n 1)
+	if [ -z "${p:-}" ]; then
+		echo "=== $name: no result line (exit $rc): counted as 1 failure"
+		failed=$((failed + 1))
+		return 1
+	fi
+	passed=$((passed + p)); failed=$((failed + f))
+	if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then
+		failed=$((failed + 1)); echo "=== $name: exit $rc with no failed case: counted as 1 failure"
+	fi
+	echo "=== $name: $p passed, $f failed ($(( $(date +%s) - t )) s)"
+}
+
+mkdir -p test/out
+stage deps test/deps.sh || { echo "0 passed, 1 failed"; exit 1; }
+stage kbuild test/kbuild.sh
+built=$?
+stage checkpatch test/checkpatch.sh
+counted unit test/out/unit.log make -s -C test unit
+
+if [ "${XENVMC_SKIP_LAB:-0}" = 1 ]; then
+	echo "=== lab: SKIPPED because XENVMC_SKIP_LAB=1 (not a pass)"
+elif [ "$built" -ne 0 ]; then
+	echo "=== lab: not run: the modules did not build"; failed=$((failed + 1))
+else
+	counted lab test/out/lab.log test/lab.sh run test/lab-tests/suite.sh
+fi
+
+echo "make check: $(( $(date +%s) - t0 )) s"
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]
