@@ -46,10 +46,10 @@ checkpatch:
 	test/checkpatch.sh
 
 unit:
-	$(MAKE) -C test unit
+	$(MAKE) --no-print-directory -C test unit
 
 fuzz:
-	$(MAKE) -C test fuzz
+	$(MAKE) --no-print-directory -C test fuzz
 
 lab:
 	test/lab.sh build

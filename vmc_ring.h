@@ -418,7 +418,8 @@ static inline u32 vmc_ring_msg_max(u32 size)
 /*
  * vmc_ring_msg_write - append one message of @len bytes.
  * Returns 0, -EAGAIN when it does not fit now, -EMSGSIZE when it never
- * will, or -EPROTO.  *notify as vmc_ring_produce().
+ * will, -EINVAL when the ring was used in byte mode, or -EPROTO.
+ * *notify as vmc_ring_produce().
  */
 static inline int vmc_ring_msg_write(struct vmc_ring *r, const void *buf,
 				     u32 len, bool *notify)
@@ -434,6 +435,9 @@ static inline int vmc_ring_msg_write(struct vmc_ring *r, const void *buf,
 	space = vmc_ring_space(r);
 	if (space < 0)
 		return space;
+	/* A ring is used in one mode only; mixing would misalign records. */
+	if (r->pos & (VMC_RING_MSG_ALIGN - 1))
+		return -EINVAL;
 	if (room > space)
 		return -EAGAIN;
 	/* pos is 4-aligned, size >= 4: the length word is contiguous. */
