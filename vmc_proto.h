@@ -27,6 +27,7 @@
  *                 read up to it, continue on TCP (migration, unload, fault)
  *   CONN_REVERTED I have read up to final; my direction reverts too
  *   BYE           channel going down (unload, suspend); revert everything
+ *   READY         I have mapped your whole ring pool: offer connections
  */
 #ifndef VMC_PROTO_H
 #define VMC_PROTO_H
@@ -66,6 +67,7 @@ enum vmc_msg_type {
 	VMC_MSG_CONN_REVERT,
 	VMC_MSG_CONN_REVERTED,
 	VMC_MSG_BYE,
+	VMC_MSG_READY,
 	VMC_MSG_NR
 };
 
@@ -225,6 +227,16 @@ struct vmc_msg_bye {
 	__le32 reason;
 };
 
+/*
+ * struct vmc_msg_ready - the receiver's pool mapping is complete.
+ * @pages: pages of the recipient's pool that the sender mapped (the
+ *         recipient checks it against what it announced in HELLO)
+ */
+struct vmc_msg_ready {
+	struct vmc_msg_hdr hdr;
+	__le32 pages;
+};
+
 /* Why a connection is not (or no longer) accelerated; also on the wire. */
 enum vmc_reason {
 	VMC_R_NONE = 0,
@@ -258,6 +270,7 @@ static inline void vmc_proto_layout_check(void)
 	BUILD_BUG_ON(sizeof(struct vmc_msg_conn_refuse) != 16);
 	BUILD_BUG_ON(sizeof(struct vmc_msg_conn_end) != 20);
 	BUILD_BUG_ON(sizeof(struct vmc_msg_bye) != 12);
+	BUILD_BUG_ON(sizeof(struct vmc_msg_ready) != 12);
 }
 
 /* The largest message, for receive buffers. */
@@ -348,6 +361,11 @@ static inline int vmc_check_bye(const struct vmc_msg_bye *m)
 	return le32_to_cpu(m->reason) < VMC_R_NR ? 0 : -EPROTO;
 }
 
+static inline int vmc_check_ready(const struct vmc_msg_ready *m)
+{
+	return le32_to_cpu(m->pages) <= VMC_POOL_MAX_PAGES ? 0 : -EPROTO;
+}
+
 /* Exact size of each message type; 0 for an unknown type. */
 static inline u32 vmc_msg_size(u8 type)
 {
@@ -368,6 +386,8 @@ static inline u32 vmc_msg_size(u8 type)
 		return sizeof(struct vmc_msg_conn_end);
 	case VMC_MSG_BYE:
 		return sizeof(struct vmc_msg_bye);
+	case VMC_MSG_READY:
+		return sizeof(struct vmc_msg_ready);
 	default:
 		return 0;
 	}
@@ -410,6 +430,8 @@ static inline int vmc_msg_check(const void *buf, u32 len)
 		return vmc_check_conn_end(buf);
 	case VMC_MSG_BYE:
 		return vmc_check_bye(buf);
+	case VMC_MSG_READY:
+		return vmc_check_ready(buf);
 	}
 	return -EPROTO;
 }

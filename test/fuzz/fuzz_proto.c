@@ -109,6 +109,10 @@ static void accepted_sane(const void *buf, size_t len)
 		ASSERT(le32_to_cpu(((const struct vmc_msg_bye *)buf)->reason) <
 		       VMC_R_NR);
 		break;
+	case VMC_MSG_READY:
+		ASSERT(le32_to_cpu(((const struct vmc_msg_ready *)buf)->pages) <=
+		       VMC_POOL_MAX_PAGES);
+		break;
 	default:
 		ASSERT(0);
 	}

@@ -63,6 +63,7 @@ static void gen_proto(void)
 	struct vmc_msg_conn_refuse refuse;
 	struct vmc_msg_conn_end end;
 	struct vmc_msg_bye bye;
+	struct vmc_msg_ready ready;
 	u32 i;
 
 	vmc_msg_init(&hello, VMC_MSG_HELLO);
@@ -147,6 +148,10 @@ static void gen_proto(void)
 	vmc_msg_init(&bye, VMC_MSG_BYE);
 	bye.reason = cpu_to_le32(VMC_R_UNLOAD);
 	proto("bye", &bye, true);
+
+	vmc_msg_init(&ready, VMC_MSG_READY);
+	ready.pages = cpu_to_le32(513);
+	proto("ready", &ready, true);
 }
 
 /* ---- fuzz_ring: see the input format in fuzz_ring.c ---- */

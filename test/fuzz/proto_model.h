@@ -30,8 +30,8 @@ static inline int pm_zero(const uint8_t *p, size_t n)
 	return 1;
 }
 
-/* Exact wire size per type: 1 HELLO .. 9 BYE. */
-static const uint32_t pm_size[10] = { 0, 24, 144, 68, 40, 16, 20, 20, 20, 12 };
+/* Exact wire size per type: 1 HELLO .. 9 BYE, 10 READY. */
+static const uint32_t pm_size[11] = { 0, 24, 144, 68, 40, 16, 20, 20, 20, 12, 12 };
 
 /* struct vmc_ring_ref: slot @0, page @4, pages @8 (12 bytes). */
 static inline int pm_ring_ref_ok(const uint8_t *r)
@@ -68,7 +68,7 @@ static inline int pm_msg_ok(const uint8_t *b, size_t len)
 	if (len < 8 || b[0] != 1)		/* header: version */
 		return 0;
 	type = b[1];
-	if (type < 1 || type > 9)
+	if (type < 1 || type > 10)
 		return 0;
 	if (len != pm_size[type] || pm_le16(b + 2) != pm_size[type])
 		return 0;
@@ -100,6 +100,8 @@ static inline int pm_msg_ok(const uint8_t *b, size_t len)
 		return pm_le32(b + 16) == 0;
 	case 9:	/* BYE: reason @8 */
 		return pm_le32(b + 8) < 11;
+	case 10:	/* READY: pages @8 */
+		return pm_le32(b + 8) <= 8192;
 	}
 	return 0;
 }

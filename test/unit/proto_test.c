@@ -21,6 +21,7 @@ union any_msg {
 	struct vmc_msg_conn_refuse refuse;
 	struct vmc_msg_conn_end end;
 	struct vmc_msg_bye bye;
+	struct vmc_msg_ready ready;
 	u8 b[VMC_MSG_MAX + 16];
 };
 
@@ -167,6 +168,11 @@ static bool make_valid(union any_msg *m, u8 type, int variant)
 			return false;
 		m->bye.reason = cpu_to_le32(variant);
 		return true;
+	case VMC_MSG_READY:
+		if (variant > 1)
+			return false;
+		m->ready.pages = cpu_to_le32(variant ? VMC_POOL_MAX_PAGES : 513);
+		return true;
 	}
 	return false;
 }
@@ -177,7 +183,7 @@ static void test_layout(void)
 {
 	vmc_proto_layout_check();
 	CHECK_EQ(VMC_MSG_MAX, 144);
-	CHECK_EQ(VMC_MSG_NR, 10);
+	CHECK_EQ(VMC_MSG_NR, 11);
 	CHECK_EQ(VMC_R_NR, 11);
 	CHECK_EQ(offsetof(struct vmc_msg_conn_offer, tuple), 12);
 	CHECK_EQ(offsetof(struct vmc_msg_conn_accept, ring), 16);
@@ -195,7 +201,7 @@ static void test_msg_size(void)
 	u32 t;
 
 	for (t = 0; t < 256; t++)
-		if (vmc_msg_size(t) != (t < 10 ? pm_size[t] : 0))
+		if (vmc_msg_size(t) != (t < VMC_MSG_NR ? pm_size[t] : 0))
 			T_FAIL("vmc_msg_size(%u) = %u", t, vmc_msg_size(t));
 }
 

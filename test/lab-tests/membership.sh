@@ -1,0 +1,138 @@
+#!/bin/bash
+# Lab test: Dom0 membership and DomU control channels (vmc_back + vmc_front).
+# Runs in Dom0: test/lab.sh run test/lab-tests/membership.sh
+#
+#   1. every DomU is listed in Dom0 with its addresses; each DomU lists the
+#      others as peers and their channel comes up (HELLO both ways)
+#   2. resources: one grant, one mapping, one event channel per peer
+#   3. a frontend unloads: it leaves every table within 1 s, its peers'
+#      resources return to their baseline; reload brings it back
+#   4. load orders: back restarted under running fronts; fronts before back
+#   5. spoofing: domu3 adds domu2's address; never listed as its owner
+#   6. garbage: domu3 writes malformed offers and claims into its own nodes;
+#      refused, counted, nobody else affected
+pass=0; fail=0
+ok()  { echo "PASS: $*"; pass=$((pass + 1)); }
+bad() { echo "FAIL: $*"; fail=$((fail + 1)); }
+check() { local what=$1; shift; if "$@"; then ok "$what"; else bad "$what"; fi; }
+is() { eval "$*"; }		# check "..." is '[ ... ]'
+x() { lab-exec -n -t 60 "$@"; }
+domid() { xl domid "$1" 2>/dev/null; }
+ip4() { getent ahostsv4 "$1" | awk '{print $1; exit}'; }
+dom0_stat() { awk -v k="$1" '$1 == k {print $2}' /proc/xenvmc/stats; }
+stat_of() { x "$1" "awk -v k=$2 '\$1 == k {print \$2}' /proc/xenvmc/stats"; }
+# the line of peer $2 in DomU $1's /proc/xenvmc/peers ("" when not listed)
+peer_line() { x "$1" "awk -v d=$(domid "$2") '\$1 == d' /proc/xenvmc/peers"; }
+dom0_line() { awk -v d="$(domid "$1")" '$1 == d' /proc/xenvmc/domains; }
+chan() { peer_line "$1" "$2" | awk '{print $3}'; }
+# wait_until SECS CMD...: poll CMD every 0.5 s
+wait_until() {
+	local end=$(( $(date +%s) + $1 )); shift
+	until "$@"; do [ "$(date +%s)" -ge "$end" ] && return 1; sleep 0.5; done
+}
+all_up() {	# every DomU sees every other DomU's channel up
+	local a b
+	for a in $LAB_DOMUS; do for b in $LAB_DOMUS; do
+		[ "$a" = "$b" ] && continue
+		[ "$(chan "$a" "$b")" = up ] || return 1
+	done; done
+}
+resources_are() {	# resources_are DOMU N: N grants, maps and event channels
+	[ "$(stat_of "$1" grants_in_use)" = "$2" ] &&
+	[ "$(stat_of "$1" mapped_pages)" = "$2" ] &&
+	[ "$(stat_of "$1" event_channels)" = "$2" ]
+}
+all_down() {
+	local d
+	for d in $LAB_DOMUS; do resources_are "$d" 0 || return 1; done
+}
+show() {
+	echo "--- dom0 /proc/xenvmc/domains"; cat /proc/xenvmc/domains 2>&1
+	echo "--- dom0 /proc/xenvmc/stats"; cat /proc/xenvmc/stats 2>&1
+	for d in $LAB_DOMUS; do
+		echo "--- $d /proc/xenvmc/peers"; x "$d" cat /proc/xenvmc/peers 2>&1
+		echo "--- $d /proc/xenvmc/stats"; x "$d" cat /proc/xenvmc/stats 2>&1
+		echo "--- $d dmesg (xenvmc)"; x "$d" 'dmesg | grep xenvmc | tail -20' 2>&1
+	done
+	echo "--- dom0 dmesg (xenvmc)"; dmesg | grep xenvmc | tail -20
+}
+
+set -- $LAB_DOMUS
+[ $# -ge 3 ] || { echo "membership: needs 3 DomUs"; echo "0 passed, 1 failed"; exit 1; }
+npeers=$(( $# - 1 ))
+lab-load all > /dev/null
+
+# 1. discovery and channels
+check "all channels up within 20 s" wait_until 20 all_up
+for d in $LAB_DOMUS; do
+	check "dom0 lists $d ($(domid $d)) as peer with $(ip4 $d)" \
+		is '[[ "$(dom0_line '"$d"')" =~ \ peer\ .*$(ip4 '"$d"') ]]'
+done
+check "domu1 lists domu2 with $(ip4 domu2) and an fd99:: address" \
+	is '[[ "$(peer_line domu1 domu2)" =~ $(ip4 domu2).*fd99:: || "$(peer_line domu1 domu2)" =~ fd99::.*$(ip4 domu2) ]]'
+
+# 2. resources: one of each per peer; HELLO seen from every peer
+for d in $LAB_DOMUS; do
+	check "$d: $npeers grants, mappings, event channels" resources_are "$d" $npeers
+	check "$d: HELLO from every peer" is '[ "$(stat_of '"$d"' control_msgs_in)" -ge '$npeers' ]'
+done
+
+# 3. unload one frontend: gone from the others within 1 s, resources back
+gone_id=$(domid domu3)
+x domu1 "rm -f /tmp/gone; (while grep -q '^$gone_id ' /proc/xenvmc/peers; do sleep 0.02; done; date +%s.%N > /tmp/gone) > /dev/null 2>&1 &"
+t_rm=$(x domu3 'rmmod vmc_front && date +%s.%N')
+wait_until 10 x domu1 'test -s /tmp/gone'
+t_gone=$(x domu1 'cat /tmp/gone')
+dt=$(awk -v a="$t_rm" -v b="$t_gone" 'BEGIN { if (a == "" || b == "") print "never"; else printf "%.3f", b - a }')
+check "domu3 unloads: gone from domu1's table after $dt s (<= 1 s)" \
+	awk -v d="$dt" 'BEGIN { exit !(d != "never" && d <= 1.0) }'
+check "domu1: resources back to $((npeers - 1)) each" wait_until 10 resources_are domu1 $((npeers - 1))
+check "dom0 lists domu3 as off" is '[[ "$(dom0_line domu3)" =~ \ off\  ]]'
+lab-load front domu3 > /dev/null
+check "domu3 reloaded: all channels up again" wait_until 20 all_up
+
+# 4a. backend restarted while the frontends run
+rmmod vmc_back
+check "vmc_back unloaded: every DomU's channels torn down" wait_until 20 all_down
+lab-load back > /dev/null
+check "vmc_back reloaded: all channels up again" wait_until 20 all_up
+# 4b. frontends first, backend last
+lab-unload all > /dev/null
+lab-load front > /dev/null
+sleep 1
+lab-load back > /dev/null
+check "fronts loaded before back: all channels up" wait_until 20 all_up
+
+# 5. spoofing: domu3 claims domu2's IPv4 address too
+a2=$(ip4 domu2)
+x domu3 "ip addr add $a2/32 dev eth0"
+sleep 2
+check "dom0 marks domu3's claim of $a2 as a conflict" \
+	is '[[ "$(dom0_line domu3)" == *"$a2(conflict)"* ]]'
+check "domu1: $a2 still listed for domu2" is '[[ "$(peer_line domu1 domu2)" =~ (^| |,)$a2(,| |$) ]]'
+check "domu1: $a2 not listed for domu3" is '! [[ "$(peer_line domu1 domu3)" =~ (^| |,)$a2(,| |$) ]]'
+x domu3 "ip addr del $a2/32 dev eth0"
+
+# 6. garbage from domu3 into its own nodes: channel offers, then claims
+chan0=$(dom0_stat bad_channel_offers)
+x domu3 "xenstore-write data/xenvmc/chan/$(domid domu1) 'garbage here'"
+x domu3 "xenstore-write data/xenvmc/chan/$(domid domu1) $(head -c 3000 /dev/zero | tr '\0' 9)"
+x domu3 "xenstore-write data/xenvmc/chan/notanumber '1 2'"
+sleep 2
+check "malformed channel offers refused and counted ($chan0 -> $(dom0_stat bad_channel_offers))" \
+	is '[ "$(dom0_stat bad_channel_offers)" -ge $((chan0 + 3)) ]'
+bad0=$(dom0_stat bad_claims)
+x domu3 'xenstore-write data/xenvmc/addrs "zz not an address"'
+sleep 2
+check "malformed claim refused and counted" \
+	is '[ "$(dom0_stat bad_claims)" -gt "$bad0" ] && [[ "$(dom0_line domu3)" == *malformed* ]]'
+check "domu3 left the other tables" wait_until 10 is '[ -z "$(peer_line domu1 domu3)" ]'
+check "domu1 and domu2 keep their channel" is '[ "$(chan domu1 domu2)" = up ]'
+check "no Oops/BUG/WARNING in dom0" is '! dmesg | grep -E "Oops|BUG:|WARNING:|general protection"'
+lab-unload front domu3 > /dev/null
+lab-load front domu3 > /dev/null
+check "domu3 reloaded after garbage: all channels up" wait_until 20 all_up
+
+[ "$fail" = 0 ] || show
+echo "$pass passed, $fail failed"
+[ "$fail" = 0 ]
