@@ -16,6 +16,21 @@ ifneq ($(KERNELRELEASE),)
 obj-m := vmc_back.o vmc_front.o
 ccflags-y := -I$(src)
 
+# Kernel API differences between the 6.1 and 6.12 series, decided here once
+# so the C files test feature names instead of version numbers:
+#   VMCF_HAVE_SENDPAGE   struct proto has .sendpage (removed in 6.5)
+#   VMCF_IOCTL_KARG      proto.ioctl takes int *karg (6.5 on)
+#   VMCF_HAVE_PEEK_OFF   proto_ops has .set_peek_off for TCP (6.10 on)
+vmc_kv := $(shell echo $$(( $(VERSION) * 256 + $(PATCHLEVEL) )))
+ifeq ($(shell test $(vmc_kv) -lt $$(( 6 * 256 + 5 )) && echo y),y)
+ccflags-y += -DVMCF_HAVE_SENDPAGE
+else
+ccflags-y += -DVMCF_IOCTL_KARG
+endif
+ifeq ($(shell test $(vmc_kv) -ge $$(( 6 * 256 + 10 )) && echo y),y)
+ccflags-y += -DVMCF_HAVE_PEEK_OFF
+endif
+
 else
 
 # KDIR: the running kernel's build tree if there is one, else the newest

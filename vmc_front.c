@@ -3,7 +3,9 @@
  * XenVMC DomU module: moves TCP and UDP traffic to a co-resident DomU
  * through shared memory (grant tables + event channels).
  *
- * What runs today: the membership and control-channel layer.
+ * What runs today: membership, control channels, ring pools and the TCP
+ * fast path (below); UDP and moving connections back to TCP on migration
+ * or unload are still to come.
  *   - This DomU's addresses are claimed under its own XenStore data/xenvmc
  *     node (the only place a DomU can write); Dom0 (vmc_back) decides who
  *     owns what and writes the peer table into xenvmc/peers, where only Dom0
@@ -53,6 +55,17 @@
 #include <linux/proc_fs.h>
 #include <linux/seq_file.h>
 #include <linux/random.h>
+#include <asm/ioctls.h>
+#include <linux/vmalloc.h>
+#include <linux/bitmap.h>
+#include <linux/hashtable.h>
+#include <linux/tracepoint.h>
+#include <linux/refcount.h>
+#include <net/sock.h>
+#include <net/tcp.h>
+#include <net/inet_common.h>
+#include <net/inet_connection_sock.h>
+#include <trace/events/sock.h>
 #include <linux/netdevice.h>
 #include <linux/inetdevice.h>
 #include <linux/rtnetlink.h>
@@ -69,7 +82,21 @@
 #include "vmc_ring.h"
 #include "vmc_proto.h"
 
-#define VMCF_VERSION "0.2"
+#define VMCF_VERSION "0.3"
+
+static bool tcp;
+module_param(tcp, bool, 0644);
+MODULE_PARM_DESC(tcp, "Accelerate new TCP connections to co-resident peers (default off until lab-proven; existing ones are not touched)");
+static unsigned int ring_kb = 64;
+module_param(ring_kb, uint, 0444);
+MODULE_PARM_DESC(ring_kb, "Ring per connection and direction, KiB (4-1024, power of two, default 64)");
+static unsigned int pool_rings = 32;
+module_param(pool_rings, uint, 0444);
+MODULE_PARM_DESC(pool_rings, "Rings granted to each peer, i.e. accelerated connections per peer (1-4096, default 32)");
+
+#define VMCF_BACKLOG_MAX	1024	/* control messages waiting for ring room */
+#define VMCF_PENDING_TIMEOUT	(3 * HZ)
+#define VMCF_PENDING_MAX	64
 
 enum vmcf_chan_state {
 	VMCF_OFFERED,
@@ -115,8 +142,124 @@ struct vmcf_peer {
 	bool stopping;			/* handler must only EOI */
 	unsigned long eoi_pending;	/* bit 0: an event awaits its EOI */
 	struct work_struct work;
+	struct delayed_work tick;	/* expires pending offers */
+
+	/* Control messages that found the ring full, oldest first. */
+	struct list_head backlog;
+	unsigned int backlog_len;
+
+	/*
+	 * Our ring pool for this peer: pool_hdr pages of ring headers, then
+	 * pool_slots rings of ring_pages pages, all granted to the peer.
+	 */
+	void *pool;
+	unsigned int pool_pages, pool_hdr, pool_slots, ring_pages;
+	grant_ref_t *pool_grefs;
+	unsigned int pool_granted;
+	unsigned long *slot_used;	/* under conn_lock */
+	struct vmcf_conn **conns;	/* by our slot; under conn_lock */
+	bool peer_ready;		/* the peer mapped our pool (READY) */
+
+	/* The peer's pool, as announced in HELLO and mapped. */
+	unsigned int rpool_pages, rpool_hdr, rpool_slots, rring_pages;
+	u32 *rpool_grefs;
+	unsigned int rpool_got;
+	struct page **rpool_page;
+	grant_handle_t *rpool_handle;
+	void *rpool;			/* vmap of the peer's pool */
+	unsigned int rpool_mapped;	/* pages mapped */
+
+	spinlock_t conn_lock;		/* conns, slots, waiting, pending */
+	struct list_head waiting;	/* accept-side conns without OFFER */
+	struct list_head pending;	/* OFFERs that came before the socket */
+	unsigned int nr_pending;
 
 	unsigned long msgs_in, msgs_out, bad_msgs;
+	struct rcu_head rcu;
+};
+
+/*
+ * Connection states (struct vmcf_conn, one per TCP socket to a peer):
+ *
+ *  state   | event                              | action                            | next
+ *  --------+------------------------------------+-----------------------------------+-------
+ *  -       | ESTABLISHED, connect side, pair up | take a ring slot; OFFER at        | OFFERED
+ *          |                                    | seq_cut = write_seq; sends wait   |
+ *  -       | ESTABLISHED, accept side, pair up  | use an OFFER that came first      | WAITING
+ *  -       | ESTABLISHED, anything else         | nothing: plain TCP                | -
+ *  OFFERED | ACCEPT, ISN proof and ring valid   | attach the rx ring at rx_cut      | RING
+ *  OFFERED | REFUSE, bad proof, channel down    | free the slot                     | PASS
+ *  WAITING | OFFER for this 4-tuple, slot free  | socket locked, no TCP send in     | RING
+ *          |                                    | flight: cut at write_seq, ACCEPT  |
+ *          |                                    | with both ISNs                    |
+ *  WAITING | OFFER, no slot or bad ring         | REFUSE                            | PASS
+ *  RING    | sendmsg / recvmsg                  | ring; recv reads TCP to rx_cut    | RING
+ *  RING    | shutdown(WR) / close               | EOF flag; CLOSE FIN (RST if       | RING
+ *          |                                    | unread data)                      |
+ *  RING    | CLOSE RST, bad ring, channel down  | socket error ECONNRESET           | DEAD
+ *  any     | socket closed or destroyed         | sk_prot restored; our slot kept   | zombie
+ *          |                                    | until the peer closes too         |
+ *
+ * Bytes sent on a ring never use TCP sequence space: TCP stays frozen
+ * under the ring at the two cuts.  PASS and WAITING sockets still go
+ * through our functions, which hand everything to TCP.
+ */
+enum vmcf_conn_state {
+	VMCF_C_WAITING,
+	VMCF_C_OFFERED,
+	VMCF_C_RING,
+	VMCF_C_PASS,
+	VMCF_C_DEAD,
+};
+
+static const char * const vmcf_cstate_name[] = {
+	[VMCF_C_WAITING] = "waiting",
+	[VMCF_C_OFFERED] = "offered",
+	[VMCF_C_RING] = "accelerated",
+	[VMCF_C_PASS] = "tcp",
+	[VMCF_C_DEAD] = "reset",
+};
+
+struct vmcf_conn {
+	struct hlist_node hnode;	/* vmcf_conn_hash, by sk */
+	struct list_head wnode;		/* peer->waiting while WAITING */
+	struct list_head anode;		/* vmcf_conn_all, for /proc */
+	struct sock *sk;		/* NULL once the socket is gone */
+	struct proto *orig_prot;
+	struct vmcf_peer *peer;		/* NULL once the channel is gone */
+	refcount_t ref;
+	int slot;			/* our tx slot and id, or -1 */
+	u32 peer_id;			/* the peer's id (its tx slot) */
+	enum vmcf_conn_state state;
+	bool active;			/* we connected, and offer */
+	bool rx_attached;
+	bool rx_fin;			/* CLOSE FIN: nothing after final */
+	u32 rx_final;
+	int err;			/* sticky error for the socket */
+	struct vmc_tuple tuple;		/* as we see it */
+	u32 isn_local, isn_remote;
+	u32 rx_cut;			/* peer's write_seq at its cut */
+	unsigned int tcp_senders;	/* tcp_sendmsg() calls in flight */
+	struct vmc_msg_conn_offer *deferred;	/* OFFER waiting for them */
+	unsigned long offered_at;
+	struct vmc_ring tx, rx;
+	u64 tx_bytes, rx_bytes;
+	const char *why;		/* why it is not accelerated */
+	struct rcu_head rcu;
+};
+
+/* An OFFER that came before its socket was ESTABLISHED here. */
+struct vmcf_pending {
+	struct list_head list;
+	struct vmc_msg_conn_offer offer;
+	unsigned long at;
+};
+
+/* A control message waiting for ring room. */
+struct vmcf_queued {
+	struct list_head list;
+	u32 len;
+	u8 msg[] __aligned(8);
 };
 
 static DEFINE_MUTEX(vmcf_lock);		/* the peer list; xenwatch, /proc */
@@ -136,7 +279,43 @@ static char vmcf_addrs_val[VMC_XS_ADDRS_MAX + 1];
 static atomic_t vmcf_grants = ATOMIC_INIT(0);
 static atomic_t vmcf_maps = ATOMIC_INIT(0);
 static atomic_t vmcf_evtchns = ATOMIC_INIT(0);
+static atomic_t vmcf_conns = ATOMIC_INIT(0);
 static atomic_long_t vmcf_broken_channels = ATOMIC_LONG_INIT(0);
+
+/* Why connections to peers were not accelerated, for /proc/xenvmc/stats. */
+enum vmcf_fallback {
+	VMCF_FB_DISABLED,	/* tcp=0 */
+	VMCF_FB_NOT_READY,	/* channel or pools not up yet */
+	VMCF_FB_NO_SLOT,	/* pool exhausted */
+	VMCF_FB_NO_MEMORY,
+	VMCF_FB_SOCKET,		/* ULP, sockmap, kernel socket, TFO */
+	VMCF_FB_REFUSED,	/* the peer said no */
+	VMCF_FB_AUTH,		/* ISN proof wrong */
+	VMCF_FB_TIMEOUT,
+	VMCF_FB_CTRL_FULL,
+	VMCF_FB_NR
+};
+
+static const char * const vmcf_fb_name[] = {
+	[VMCF_FB_DISABLED] = "fallback_disabled",
+	[VMCF_FB_NOT_READY] = "fallback_channel_not_ready",
+	[VMCF_FB_NO_SLOT] = "fallback_no_ring_slot",
+	[VMCF_FB_NO_MEMORY] = "fallback_no_memory",
+	[VMCF_FB_SOCKET] = "fallback_socket_unsupported",
+	[VMCF_FB_REFUSED] = "fallback_refused_by_peer",
+	[VMCF_FB_AUTH] = "fallback_auth_failed",
+	[VMCF_FB_TIMEOUT] = "fallback_handshake_timeout",
+	[VMCF_FB_CTRL_FULL] = "fallback_control_ring_full",
+};
+
+static atomic_long_t vmcf_fallbacks[VMCF_FB_NR];
+static atomic_long_t vmcf_accelerated = ATOMIC_LONG_INIT(0);
+static atomic_long_t vmcf_resets = ATOMIC_LONG_INIT(0);
+
+static void vmcf_count_fallback(enum vmcf_fallback why)
+{
+	atomic_long_inc(&vmcf_fallbacks[why]);
+}
 
 /* ---- sending ---- */
 
@@ -146,25 +325,73 @@ static void vmcf_notify(struct vmcf_peer *p)
 		notify_remote_via_irq(p->irq);
 }
 
-/* Queue one control message; false when the ring is full or broken. */
+/*
+ * Move queued messages into the ring while they fit; tx_lock held.  When
+ * the ring is full, ask the peer for an event once it has made room.
+ */
+static bool vmcf_flush_locked(struct vmcf_peer *p)
+{
+	struct vmcf_queued *q, *tmp;
+	bool notify = false, n;
+	int err;
+
+	list_for_each_entry_safe(q, tmp, &p->backlog, list) {
+		err = vmc_ring_msg_write(&p->out, q->msg, q->len, &n);
+		notify |= n;
+		if (err == -EAGAIN) {
+			vmc_ring_prod_wait(&p->out, VMC_MSG_MAX + 4);
+			break;
+		}
+		list_del(&q->list);
+		p->backlog_len--;
+		if (!err)
+			p->msgs_out++;
+		kfree(q);
+	}
+	return notify;
+}
+
+/*
+ * Send one control message, in order after any queued ones.  Any context
+ * (the TCP probe runs in softirq).  False when it could not even be queued.
+ */
 static bool vmcf_send(struct vmcf_peer *p, const void *msg)
 {
 	const struct vmc_msg_hdr *h = msg;
-	bool notify = false;
-	int err;
+	u32 len = le16_to_cpu(h->len);
+	struct vmcf_queued *q;
+	bool notify, ok = true;
 
+	q = kmalloc(sizeof(*q) + len, GFP_ATOMIC);
 	spin_lock_bh(&p->tx_lock);
-	err = vmc_ring_msg_write(&p->out, msg, le16_to_cpu(h->len), &notify);
-	spin_unlock_bh(&p->tx_lock);
-	if (err) {
-		pr_warn_ratelimited("peer %u: control message %u not sent: %d\n",
-				    p->domid, h->type, err);
-		return false;
+	if (!q || p->backlog_len >= VMCF_BACKLOG_MAX) {
+		ok = false;
+	} else {
+		q->len = len;
+		memcpy(q->msg, msg, len);
+		list_add_tail(&q->list, &p->backlog);
+		p->backlog_len++;
+		q = NULL;
 	}
-	p->msgs_out++;
+	notify = vmcf_flush_locked(p);
+	spin_unlock_bh(&p->tx_lock);
+	kfree(q);
 	if (notify)
 		vmcf_notify(p);
-	return true;
+	if (!ok)
+		pr_warn_ratelimited("peer %u: control message %u dropped: backlog full\n",
+				    p->domid, h->type);
+	return ok;
+}
+
+static void vmcf_backlog_free(struct vmcf_peer *p)
+{
+	struct vmcf_queued *q, *tmp;
+
+	list_for_each_entry_safe(q, tmp, &p->backlog, list)
+		kfree(q);
+	INIT_LIST_HEAD(&p->backlog);
+	p->backlog_len = 0;
 }
 
 static void vmcf_send_hello(struct vmcf_peer *p)
@@ -174,7 +401,1404 @@ static void vmcf_send_hello(struct vmcf_peer *p)
 	vmc_msg_init(&m, VMC_MSG_HELLO);
 	m.domid = cpu_to_le32(vmcf_domid);
 	m.features = cpu_to_le32(VMC_FEAT_ALL);
+	m.pool_pages = cpu_to_le32(p->pool_pages);
+	m.slots = cpu_to_le32(p->pool_slots);
 	vmcf_send(p, &m);
+}
+
+/* ---- ring pools ---- */
+
+/* Our pool for @p: headers, then rings; every page granted to the peer. */
+static int vmcf_pool_create(struct vmcf_peer *p)
+{
+	unsigned long gfn;
+	unsigned int i;
+	int ref;
+
+	p->ring_pages = ring_kb / (PAGE_SIZE / 1024);
+	p->pool_slots = pool_rings;
+	p->pool_hdr = DIV_ROUND_UP(p->pool_slots, VMC_SLOTS_PER_PAGE);
+	p->pool_pages = p->pool_hdr + p->pool_slots * p->ring_pages;
+	p->pool = vzalloc(p->pool_pages * PAGE_SIZE);
+	p->pool_grefs = kvcalloc(p->pool_pages, sizeof(*p->pool_grefs),
+				 GFP_KERNEL);
+	p->slot_used = bitmap_zalloc(p->pool_slots, GFP_KERNEL);
+	p->conns = kvcalloc(p->pool_slots, sizeof(*p->conns), GFP_KERNEL);
+	if (!p->pool || !p->pool_grefs || !p->slot_used || !p->conns)
+		return -ENOMEM;
+	for (i = 0; i < p->pool_pages; i++) {
+		gfn = xen_page_to_gfn(vmalloc_to_page(p->pool + i * PAGE_SIZE));
+		ref = gnttab_grant_foreign_access(p->domid, gfn, 0);
+		if (ref < 0)
+			return ref;
+		p->pool_grefs[i] = ref;
+		p->pool_granted++;
+		atomic_inc(&vmcf_grants);
+	}
+	return 0;
+}
+
+static void vmcf_pool_destroy(struct vmcf_peer *p)
+{
+	unsigned int i;
+
+	/*
+	 * With a NULL page, a grant the peer still maps takes its own page
+	 * reference until it is unmapped (XSA-396), so vfree() is safe.
+	 */
+	for (i = 0; i < p->pool_granted; i++) {
+		gnttab_end_foreign_access(p->pool_grefs[i], NULL);
+		atomic_dec(&vmcf_grants);
+	}
+	p->pool_granted = 0;
+	vfree(p->pool);
+	p->pool = NULL;
+	kvfree(p->pool_grefs);
+	p->pool_grefs = NULL;
+	bitmap_free(p->slot_used);
+	p->slot_used = NULL;
+	kvfree(p->conns);
+	p->conns = NULL;
+	p->peer_ready = false;
+}
+
+static struct vmc_ring_hdr *vmcf_slot_hdr(void *pool, unsigned int slot)
+{
+	return pool + (slot / VMC_SLOTS_PER_PAGE) * PAGE_SIZE +
+	       (slot % VMC_SLOTS_PER_PAGE) * sizeof(struct vmc_ring_hdr);
+}
+
+static void vmcf_send_pool(struct vmcf_peer *p)
+{
+	struct vmc_msg_pool m;
+	unsigned int first, i, n;
+
+	for (first = 0; first < p->pool_pages; first += n) {
+		n = min_t(unsigned int, VMC_POOL_REFS_PER_MSG,
+			  p->pool_pages - first);
+		vmc_msg_init(&m, VMC_MSG_POOL);
+		m.first = cpu_to_le32(first);
+		m.count = cpu_to_le32(n);
+		for (i = 0; i < n; i++)
+			m.gref[i] = cpu_to_le32(p->pool_grefs[first + i]);
+		vmcf_send(p, &m);
+	}
+}
+
+/* The peer's pool geometry from HELLO; 0 or -EPROTO. */
+static int vmcf_rpool_geometry(struct vmcf_peer *p, u32 pages, u32 slots)
+{
+	u32 hdr, rp;
+
+	if (!slots || slots > VMC_MAX_SLOTS || pages > VMC_POOL_MAX_PAGES)
+		return -EPROTO;
+	hdr = DIV_ROUND_UP(slots, VMC_SLOTS_PER_PAGE);
+	if (pages <= hdr || (pages - hdr) % slots)
+		return -EPROTO;
+	rp = (pages - hdr) / slots;
+	if (rp > VMC_RING_MAX_PAGES || (rp & (rp - 1)))
+		return -EPROTO;
+	p->rpool_grefs = kvcalloc(pages, sizeof(*p->rpool_grefs), GFP_KERNEL);
+	if (!p->rpool_grefs)
+		return -ENOMEM;
+	p->rpool_pages = pages;
+	p->rpool_slots = slots;
+	p->rpool_hdr = hdr;
+	p->rring_pages = rp;
+	return 0;
+}
+
+#define VMCF_NO_HANDLE ((grant_handle_t)~0U)
+
+/* Where a grant mapping of @page goes: its kernel linear address. */
+static unsigned long vmcf_page_va(struct page *page)
+{
+	return (unsigned long)pfn_to_kaddr(page_to_pfn(page));
+}
+
+static void vmcf_rpool_unmap(struct vmcf_peer *p)
+{
+	struct gnttab_unmap_grant_ref *ops = NULL;
+	struct page **pages = NULL;
+	unsigned int i, k = 0;
+
+	if (p->rpool) {
+		vunmap(p->rpool);
+		p->rpool = NULL;
+	}
+	if (p->rpool_mapped) {
+		ops = kvcalloc(p->rpool_mapped, sizeof(*ops), GFP_KERNEL);
+		pages = kvcalloc(p->rpool_mapped, sizeof(*pages), GFP_KERNEL);
+	}
+	for (i = 0; ops && pages && i < p->rpool_pages; i++) {
+		if (p->rpool_handle[i] == VMCF_NO_HANDLE)
+			continue;
+		gnttab_set_unmap_op(&ops[k], vmcf_page_va(p->rpool_page[i]),
+				    GNTMAP_host_map, p->rpool_handle[i]);
+		pages[k++] = p->rpool_page[i];
+	}
+	/* Without memory for the ops the pages stay mapped: leaked, not freed. */
+	if (k && gnttab_unmap_refs(ops, NULL, pages, k))
+		pr_warn_ratelimited("peer %u: pool unmap failed\n", p->domid);
+	atomic_sub(k, &vmcf_maps);
+	if (p->rpool_page && k == p->rpool_mapped)
+		gnttab_free_pages(p->rpool_pages, p->rpool_page);
+	p->rpool_mapped = 0;
+	kvfree(ops);
+	kvfree(pages);
+	kvfree(p->rpool_page);
+	p->rpool_page = NULL;
+	kvfree(p->rpool_handle);
+	p->rpool_handle = NULL;
+	kvfree(p->rpool_grefs);
+	p->rpool_grefs = NULL;
+	p->rpool_pages = 0;
+	p->rpool_got = 0;
+}
+
+/* Every grant of the peer's pool arrived: map them, one contiguous view. */
+static int vmcf_rpool_map(struct vmcf_peer *p)
+{
+	struct gnttab_map_grant_ref *ops;
+	unsigned int i, n = p->rpool_pages;
+	int err;
+
+	p->rpool_page = kvcalloc(n, sizeof(*p->rpool_page), GFP_KERNEL);
+	p->rpool_handle = kvcalloc(n, sizeof(*p->rpool_handle), GFP_KERNEL);
+	ops = kvcalloc(n, sizeof(*ops), GFP_KERNEL);
+	err = -ENOMEM;
+	if (!p->rpool_page || !p->rpool_handle || !ops)
+		goto out;
+	err = gnttab_alloc_pages(n, p->rpool_page);
+	if (err) {
+		kvfree(p->rpool_page);
+		p->rpool_page = NULL;
+		goto out;
+	}
+	for (i = 0; i < n; i++)
+		gnttab_set_map_op(&ops[i], vmcf_page_va(p->rpool_page[i]),
+				  GNTMAP_host_map, p->rpool_grefs[i], p->domid);
+	err = gnttab_map_refs(ops, NULL, p->rpool_page, n);
+	for (i = 0; i < n; i++) {
+		if (!err && ops[i].status == GNTST_okay) {
+			p->rpool_handle[i] = ops[i].handle;
+			p->rpool_mapped++;
+		} else {
+			p->rpool_handle[i] = VMCF_NO_HANDLE;
+		}
+	}
+	atomic_add(p->rpool_mapped, &vmcf_maps);
+	if (p->rpool_mapped < n) {
+		err = -EIO;
+		goto out;
+	}
+	p->rpool = vmap(p->rpool_page, n, VM_MAP, PAGE_KERNEL);
+	err = p->rpool ? 0 : -ENOMEM;
+out:
+	kvfree(ops);
+	return err;
+}
+
+/* Both pools mapped both ways: connections may be offered and accepted. */
+static bool vmcf_pair_ready(struct vmcf_peer *p)
+{
+	return READ_ONCE(p->state) == VMCF_UP && READ_ONCE(p->peer_ready) &&
+	       READ_ONCE(p->rpool);
+}
+
+static void vmcf_peer_broken(struct vmcf_peer *p, const char *why);
+
+/* ---- TCP: which sockets, and the switch of their operations ---- */
+
+/*
+ * Our copies of TCP's tables, built from the first socket of each family
+ * that we take over (tcpv6_prot and inet6_stream_ops are not exported), so
+ * fields that later kernels add are inherited.  Index: 0 IPv4, 1 IPv6.
+ */
+static struct proto vmcf_prot[2];
+/* checkpatch-ok CONST_STRUCT: filled at run time from the socket's own ops */
+static struct proto_ops vmcf_ops[2];
+static const struct proto *vmcf_base_prot[2];
+static const struct proto_ops *vmcf_base_ops[2];
+static DEFINE_SPINLOCK(vmcf_prot_lock);
+
+/* Sockets we took over, by sk; RCU readers, writers under the lock. */
+static DEFINE_HASHTABLE(vmcf_conn_hash, 10);
+static DEFINE_SPINLOCK(vmcf_conn_hash_lock);
+static LIST_HEAD(vmcf_conn_all);	/* attached conns; under the lock */
+static struct tracepoint *vmcf_tp;
+static void vmcf_set_ops(struct proto *prot);
+
+static int vmcf_fam(const struct sock *sk)
+{
+	return sk->sk_family == AF_INET6;
+}
+
+/* Caller holds rcu_read_lock() or the socket lock. */
+static struct vmcf_conn *vmcf_conn_of(const struct sock *sk)
+{
+	struct vmcf_conn *c;
+
+	hash_for_each_possible_rcu(vmcf_conn_hash, c, hnode, (unsigned long)sk)
+		if (READ_ONCE(c->sk) == sk)
+			return c;
+	return NULL;
+}
+
+static void vmcf_conn_put(struct vmcf_conn *c)
+{
+	if (refcount_dec_and_test(&c->ref)) {
+		kfree(c->deferred);
+		atomic_dec(&vmcf_conns);
+		kfree_rcu(c, rcu);
+		module_put(THIS_MODULE);
+	}
+}
+
+static void vmcf_tuple_of(const struct sock *sk, struct vmc_tuple *t)
+{
+	const struct inet_sock *inet = inet_sk(sk);
+
+	memset(t, 0, sizeof(*t));
+	t->lport = cpu_to_le16(ntohs(inet->inet_sport));
+	t->rport = cpu_to_le16(ntohs(inet->inet_dport));
+#if IS_ENABLED(CONFIG_IPV6)
+	if (sk->sk_family == AF_INET6 && !ipv6_addr_v4mapped(&sk->sk_v6_daddr)) {
+		t->family = VMC_AF_INET6;
+		memcpy(t->laddr, &sk->sk_v6_rcv_saddr, 16);
+		memcpy(t->raddr, &sk->sk_v6_daddr, 16);
+		return;
+	}
+#endif
+	t->family = VMC_AF_INET;
+	memcpy(t->laddr, &inet->inet_saddr, 4);
+	memcpy(t->raddr, &inet->inet_daddr, 4);
+}
+
+static bool vmcf_entry_has(const struct vmc_peer_entry *e, u8 family,
+			   const u8 *addr)
+{
+	int i;
+
+	for (i = 0; i < e->nr_addrs; i++)
+		if (e->addrs[i].family == family &&
+		    !memcmp(e->addrs[i].addr, addr, family == VMC_AF_INET ? 4 : 16))
+			return true;
+	return false;
+}
+
+/* The peer Dom0 lists as owner of @t's remote address; RCU held. */
+static struct vmcf_peer *vmcf_peer_by_addr(const struct vmc_tuple *t)
+{
+	struct vmcf_peer *p;
+	bool hit;
+
+	list_for_each_entry_rcu(p, &vmcf_peers, list) {
+		spin_lock_bh(&p->conn_lock);
+		hit = vmcf_entry_has(&p->entry, t->family, t->raddr);
+		spin_unlock_bh(&p->conn_lock);
+		if (hit)
+			return p;
+	}
+	return NULL;
+}
+
+/* Take a ring slot of our pool for @c and set up its tx ring; conn_lock. */
+static int vmcf_slot_get(struct vmcf_peer *p, struct vmcf_conn *c)
+{
+	unsigned int slot;
+	int err;
+
+	if (!p->slot_used)
+		return -ENOSPC;
+	slot = find_first_zero_bit(p->slot_used, p->pool_slots);
+	if (slot >= p->pool_slots)
+		return -ENOSPC;
+	err = vmc_ring_init(&c->tx, vmcf_slot_hdr(p->pool, slot),
+			    p->pool + (p->pool_hdr + slot * p->ring_pages) *
+			    PAGE_SIZE, p->ring_pages * PAGE_SIZE, true);
+	if (err)
+		return err;
+	set_bit(slot, p->slot_used);
+	p->conns[slot] = c;
+	refcount_inc(&c->ref);		/* the slot's reference */
+	c->slot = slot;
+	return 0;
+}
+
+/* Give the slot back; conn_lock held.  Drops the slot's reference later. */
+static bool vmcf_slot_put(struct vmcf_peer *p, struct vmcf_conn *c)
+{
+	if (c->slot < 0)
+		return false;
+	clear_bit(c->slot, p->slot_used);
+	p->conns[c->slot] = NULL;
+	c->slot = -1;
+	return true;
+}
+
+static void vmcf_ring_ref(const struct vmcf_peer *p, int slot,
+			  struct vmc_ring_ref *r)
+{
+	r->slot = cpu_to_le32(slot);
+	r->page = cpu_to_le32(p->pool_hdr + slot * p->ring_pages);
+	r->pages = cpu_to_le32(p->ring_pages);
+}
+
+/* Attach the peer's ring @r as @c's rx ring; 0 or -EPROTO. */
+static int vmcf_attach_rx(struct vmcf_peer *p, struct vmcf_conn *c,
+			  const struct vmc_ring_ref *r)
+{
+	u32 slot = le32_to_cpu(r->slot), page = le32_to_cpu(r->page);
+	u32 pages = le32_to_cpu(r->pages);
+
+	/* The layout is fixed by HELLO: anything else is a lie. */
+	if (slot >= p->rpool_slots || pages != p->rring_pages ||
+	    page != p->rpool_hdr + slot * p->rring_pages)
+		return -EPROTO;
+	return vmc_ring_init(&c->rx, vmcf_slot_hdr(p->rpool, slot),
+			     p->rpool + page * PAGE_SIZE, pages * PAGE_SIZE,
+			     false);
+}
+
+/* Wake whoever sleeps on @sk, for a change of state. */
+static void vmcf_wake(struct sock *sk)
+{
+	if (sk) {
+		sk->sk_state_change(sk);
+		sk->sk_write_space(sk);
+	}
+}
+
+/* End acceleration with an error the socket reports; socket lock held. */
+static void vmcf_conn_kill(struct vmcf_conn *c, int err, const char *why)
+{
+	if (c->state == VMCF_C_DEAD || c->state == VMCF_C_PASS)
+		return;
+	WRITE_ONCE(c->state, VMCF_C_DEAD);
+	c->err = err;
+	c->why = why;
+	atomic_long_inc(&vmcf_resets);
+	pr_warn_ratelimited("connection to peer %u reset: %s\n",
+			    c->peer ? c->peer->domid : 0, why);
+	if (c->sk) {
+		c->sk->sk_err = err;
+		sk_error_report(c->sk);
+	}
+}
+
+/* Stay on TCP; socket lock held (or the socket not yet visible). */
+static void vmcf_conn_pass(struct vmcf_conn *c, enum vmcf_fallback fb,
+			   const char *why)
+{
+	struct vmcf_peer *p = c->peer;
+	bool put = false;
+
+	WRITE_ONCE(c->state, VMCF_C_PASS);
+	c->why = why;
+	vmcf_count_fallback(fb);
+	if (p) {
+		spin_lock_bh(&p->conn_lock);
+		put = vmcf_slot_put(p, c);
+		list_del_init(&c->wnode);
+		spin_unlock_bh(&p->conn_lock);
+	}
+	if (put)
+		vmcf_conn_put(c);
+	vmcf_wake(c->sk);
+}
+
+/* Tell the peer our socket is gone: it frees its ring for us. */
+static void vmcf_send_close(struct vmcf_peer *p, struct vmcf_conn *c, u32 how)
+{
+	struct vmc_msg_conn_end m;
+
+	vmc_msg_init(&m, VMC_MSG_CONN_CLOSE);
+	m.conn = cpu_to_le32(c->peer_id);
+	m.final = cpu_to_le32(c->tx.pos);
+	m.how = cpu_to_le32(how);
+	vmc_ring_set_closed(&c->rx);
+	vmcf_send(p, &m);
+}
+
+static void vmcf_send_refuse(struct vmcf_peer *p, u32 conn, u32 reason)
+{
+	struct vmc_msg_conn_refuse m;
+
+	vmc_msg_init(&m, VMC_MSG_CONN_REFUSE);
+	m.conn = cpu_to_le32(conn);
+	m.reason = cpu_to_le32(reason);
+	vmcf_send(p, &m);
+}
+
+/*
+ * Accept side: the OFFER for WAITING @c came.  Cut our TCP writes at
+ * write_seq, answer with our ring and the proof.  Socket lock held, or the
+ * child socket not yet accepted (softirq, bh-locked).
+ */
+static void vmcf_accept(struct vmcf_conn *c, const struct vmc_msg_conn_offer *o)
+{
+	struct vmcf_peer *p = c->peer;
+	struct vmc_msg_conn_accept m;
+	int err;
+
+	spin_lock_bh(&p->conn_lock);
+	list_del_init(&c->wnode);
+	err = vmcf_slot_get(p, c);
+	spin_unlock_bh(&p->conn_lock);
+	if (err) {
+		vmcf_send_refuse(p, le32_to_cpu(o->conn), VMC_R_NO_MEMORY);
+		vmcf_conn_pass(c, VMCF_FB_NO_SLOT, "no ring slot");
+		return;
+	}
+	if (vmcf_attach_rx(p, c, &o->ring)) {
+		vmcf_send_refuse(p, le32_to_cpu(o->conn), VMC_R_PROTO);
+		vmcf_conn_pass(c, VMCF_FB_REFUSED, "bad ring in offer");
+		return;
+	}
+	c->peer_id = le32_to_cpu(o->conn);
+	c->rx_cut = le32_to_cpu(o->seq_cut);
+	c->rx_attached = true;
+	vmc_msg_init(&m, VMC_MSG_CONN_ACCEPT);
+	m.conn = o->conn;
+	m.peer_conn = cpu_to_le32(c->slot);
+	vmcf_ring_ref(p, c->slot, &m.ring);
+	m.seq_cut = cpu_to_le32(READ_ONCE(tcp_sk(c->sk)->write_seq));
+	m.isn_offerer = cpu_to_le32(c->isn_remote);
+	m.isn_accepter = cpu_to_le32(c->isn_local);
+	if (!vmcf_send(p, &m)) {
+		vmcf_conn_pass(c, VMCF_FB_CTRL_FULL, "control ring full");
+		return;
+	}
+	WRITE_ONCE(c->state, VMCF_C_RING);
+	c->why = NULL;
+	atomic_long_inc(&vmcf_accelerated);
+	vmcf_wake(c->sk->sk_socket ? c->sk : NULL);
+}
+
+/*
+ * The tracepoint: a TCP socket is about to become ESTABLISHED.  Softirq
+ * (passive opens, most active opens) or process context (backlog), socket
+ * locked either way.  Decides whether the socket is ours.
+ */
+static void vmcf_state_probe(void *data, const struct sock *csk,
+			     const int oldstate, const int newstate)
+{
+	struct sock *sk = (struct sock *)csk;
+	struct vmc_msg_conn_offer m;
+	struct vmcf_pending *pend, *found = NULL;
+	struct vmcf_peer *p;
+	struct vmcf_conn *c;
+	int fam, err;
+
+	if (newstate != TCP_ESTABLISHED || sk->sk_protocol != IPPROTO_TCP ||
+	    (sk->sk_family != AF_INET && sk->sk_family != AF_INET6))
+		return;
+	c = kzalloc(sizeof(*c), GFP_ATOMIC);
+	if (!c)
+		return;		/* counted below if it was a peer */
+	vmcf_tuple_of(sk, &c->tuple);
+	fam = vmcf_fam(sk);
+
+	rcu_read_lock();
+	p = vmcf_peer_by_addr(&c->tuple);
+	if (!p)
+		goto out_free;		/* not a co-resident peer: not ours */
+	if (!READ_ONCE(tcp)) {
+		vmcf_count_fallback(VMCF_FB_DISABLED);
+		goto out_free;
+	}
+	if (sk->sk_kern_sock || inet_csk(sk)->icsk_ulp_ops ||
+	    tcp_sk(sk)->fastopen_rsk || tcp_sk(sk)->syn_data) {
+		vmcf_count_fallback(VMCF_FB_SOCKET);
+		goto out_free;
+	}
+	if (!vmcf_pair_ready(p)) {
+		vmcf_count_fallback(VMCF_FB_NOT_READY);
+		goto out_free;
+	}
+	/* Pairs with the release when the table is built below. */
+	if (!smp_load_acquire(&vmcf_base_prot[fam]) &&
+	    !strcmp(sk->sk_prot->name, "TCPv6")) {
+		/* First IPv6 socket: build our table from its own. */
+		spin_lock_bh(&vmcf_prot_lock);
+		if (!vmcf_base_prot[fam]) {
+			vmcf_prot[1] = *sk->sk_prot;
+			vmcf_set_ops(&vmcf_prot[1]);
+			/* Table complete before it is seen; pairs below. */
+			smp_store_release(&vmcf_base_prot[1], sk->sk_prot);
+		}
+		spin_unlock_bh(&vmcf_prot_lock);
+	}
+	/* Not TCP's own table: sockmap, a ULP, something else.  Pairs above. */
+	if (sk->sk_prot != smp_load_acquire(&vmcf_base_prot[fam])) {
+		vmcf_count_fallback(VMCF_FB_SOCKET);
+		goto out_free;
+	}
+	if (!try_module_get(THIS_MODULE))
+		goto out_free;
+
+	refcount_set(&c->ref, 1);	/* the socket's reference */
+	atomic_inc(&vmcf_conns);
+	INIT_LIST_HEAD(&c->wnode);
+	c->sk = sk;
+	c->peer = p;
+	c->slot = -1;
+	c->orig_prot = sk->sk_prot;
+	/* Both ISNs, as proof later: SYN and SYN-ACK are acked by now. */
+	c->isn_local = READ_ONCE(tcp_sk(sk)->snd_una) - 1;
+	c->isn_remote = READ_ONCE(tcp_sk(sk)->rcv_nxt) - 1;
+	c->active = oldstate == TCP_SYN_SENT;
+	sock_hold(sk);
+
+	spin_lock_bh(&p->conn_lock);
+	if (c->active) {
+		err = vmcf_slot_get(p, c);
+		c->state = VMCF_C_OFFERED;
+		c->offered_at = jiffies;
+	} else {
+		err = 0;
+		c->state = VMCF_C_WAITING;
+		c->why = "waiting for the peer's offer";
+		list_add_tail(&c->wnode, &p->waiting);
+		list_for_each_entry(pend, &p->pending, list) {
+			if (pend->offer.tuple.lport == c->tuple.rport &&
+			    pend->offer.tuple.rport == c->tuple.lport &&
+			    !memcmp(pend->offer.tuple.laddr, c->tuple.raddr, 16) &&
+			    !memcmp(pend->offer.tuple.raddr, c->tuple.laddr, 16)) {
+				list_del(&pend->list);
+				p->nr_pending--;
+				found = pend;
+				break;
+			}
+		}
+	}
+	spin_unlock_bh(&p->conn_lock);
+
+	spin_lock_bh(&vmcf_conn_hash_lock);
+	hash_add_rcu(vmcf_conn_hash, &c->hnode, (unsigned long)sk);
+	list_add_tail(&c->anode, &vmcf_conn_all);
+	spin_unlock_bh(&vmcf_conn_hash_lock);
+	WRITE_ONCE(sk->sk_prot, &vmcf_prot[fam]);
+
+	if (c->active) {
+		if (err) {
+			vmcf_conn_pass(c, VMCF_FB_NO_SLOT, "no ring slot");
+			goto out;
+		}
+		vmc_msg_init(&m, VMC_MSG_CONN_OFFER);
+		m.conn = cpu_to_le32(c->slot);
+		m.tuple = c->tuple;
+		vmcf_ring_ref(p, c->slot, &m.ring);
+		m.seq_cut = cpu_to_le32(READ_ONCE(tcp_sk(sk)->write_seq));
+		c->why = "waiting for the peer's answer";
+		if (!vmcf_send(p, &m))
+			vmcf_conn_pass(c, VMCF_FB_CTRL_FULL, "control ring full");
+	} else if (found) {
+		vmcf_accept(c, &found->offer);
+		kfree(found);
+	}
+out:
+	rcu_read_unlock();
+	return;
+out_free:
+	rcu_read_unlock();
+	kfree(c);
+}
+
+/* The socket is gone (close, destroy): restore TCP, drop our reference. */
+static void vmcf_detach(struct sock *sk, struct vmcf_conn *c)
+{
+	struct vmcf_peer *p = c->peer;
+
+	spin_lock_bh(&vmcf_conn_hash_lock);
+	hash_del_rcu(&c->hnode);
+	list_del(&c->anode);
+	spin_unlock_bh(&vmcf_conn_hash_lock);
+	WRITE_ONCE(sk->sk_prot, c->orig_prot);
+	if (p) {
+		spin_lock_bh(&p->conn_lock);
+		list_del_init(&c->wnode);
+		WRITE_ONCE(c->sk, NULL);
+		spin_unlock_bh(&p->conn_lock);
+	} else {
+		WRITE_ONCE(c->sk, NULL);
+	}
+	sock_put(sk);
+	vmcf_conn_put(c);
+}
+
+/* ---- TCP: the overridden operations ---- */
+
+static const struct proto *vmcf_tcp_base(const struct sock *sk)
+{
+	return vmcf_base_prot[vmcf_fam(sk)];
+}
+
+/* Bytes TCP still holds for us before the cut (or all, before ACCEPT). */
+static bool vmcf_tcp_pending(struct sock *sk, struct vmcf_conn *c)
+{
+	return !c->rx_attached ||
+	       before(READ_ONCE(tcp_sk(sk)->copied_seq), c->rx_cut);
+}
+
+static int vmcf_recvmsg(struct sock *sk, struct msghdr *msg, size_t len,
+			int flags, int *addr_len)
+{
+	DEFINE_WAIT_FUNC(wait, woken_wake_function);
+	const struct proto *base = vmcf_tcp_base(sk);
+	struct vmcf_conn *c;
+	int copied = 0, ret, target;
+	u32 seg, n, done, got;
+	bool notify, fault = false;
+	long timeo, avail;
+	u8 *ptr;
+
+	rcu_read_lock();
+	c = vmcf_conn_of(sk);
+	rcu_read_unlock();
+	if (!c || READ_ONCE(c->state) == VMCF_C_PASS ||
+	    (flags & (MSG_ERRQUEUE | MSG_OOB)))
+		return base->recvmsg(sk, msg, len, flags, addr_len);
+
+	lock_sock(sk);
+	timeo = sock_rcvtimeo(sk, flags & MSG_DONTWAIT);
+	target = sock_rcvlowat(sk, flags & MSG_WAITALL, len);
+	while (copied < len) {
+		if (c->state == VMCF_C_PASS) {
+			release_sock(sk);
+			if (copied)
+				return copied;
+			return base->recvmsg(sk, msg, len, flags, addr_len);
+		}
+		/* TCP first: everything the peer sent before its cut. */
+		if (vmcf_tcp_pending(sk, c) && tcp_inq(sk) > 0) {
+			n = len - copied;
+			if (c->rx_attached)
+				n = min_t(u32, n, c->rx_cut -
+					  tcp_sk(sk)->copied_seq);
+			release_sock(sk);
+			ret = base->recvmsg(sk, msg, n,
+					    (flags & ~MSG_WAITALL) | MSG_DONTWAIT,
+					    addr_len);
+			lock_sock(sk);
+			if (ret > 0) {
+				copied += ret;
+				if ((flags & MSG_PEEK) || copied >= target)
+					break;
+				continue;
+			}
+			if (ret < 0 && ret != -EAGAIN) {
+				if (!copied)
+					copied = ret;
+				break;
+			}
+		}
+		if (c->rx_attached && !vmcf_tcp_pending(sk, c) &&
+		    tcp_inq(sk) > 0)
+			vmcf_conn_kill(c, ECONNRESET, "TCP data after the cut");
+		if (c->state == VMCF_C_DEAD || sk->sk_err) {
+			if (!copied)
+				copied = c->err ? -c->err : sock_error(sk);
+			break;
+		}
+		if (vmcf_tcp_pending(sk, c)) {
+			if (sk->sk_shutdown & RCV_SHUTDOWN)
+				break;		/* TCP EOF before the cut */
+			goto wait;
+		}
+		/* Then the ring. */
+		avail = vmc_ring_avail(&c->rx);
+		if (avail < 0) {
+			vmcf_conn_kill(c, ECONNRESET, "corrupt ring index");
+			continue;
+		}
+		if (avail > 0) {
+			n = min_t(size_t, avail, len - copied);
+			for (done = 0; done < n; done += got) {
+				ptr = vmc_ring_seg(&c->rx, c->rx.pos + done,
+						   n - done, &seg);
+				got = copy_to_iter(ptr, seg, &msg->msg_iter);
+				if (got != seg) {
+					done += got;
+					fault = true;
+					break;
+				}
+			}
+			if (!(flags & MSG_PEEK) && done) {
+				notify = vmc_ring_consume(&c->rx, done);
+				c->rx_bytes += done;
+				if (notify && c->peer)
+					vmcf_notify(c->peer);
+			}
+			copied += done;
+			if (fault) {
+				if (!copied)
+					copied = -EFAULT;
+				break;
+			}
+			if ((flags & MSG_PEEK) || copied >= target)
+				break;
+			continue;
+		}
+		if (vmc_ring_peer_eof(&c->rx) && vmc_ring_avail(&c->rx) == 0)
+			break;		/* EOF after every byte */
+wait:
+		if (copied >= target)
+			break;
+		if (!timeo) {
+			if (!copied)
+				copied = -EAGAIN;
+			break;
+		}
+		if (signal_pending(current)) {
+			if (!copied)
+				copied = sock_intr_errno(timeo);
+			break;
+		}
+		/* Ask for an event, then look again before sleeping. */
+		if (c->rx_attached && !vmcf_tcp_pending(sk, c) &&
+		    vmc_ring_cons_wait(&c->rx) != 0)
+			continue;
+		add_wait_queue(sk_sleep(sk), &wait);
+		sk_wait_event(sk, &timeo,
+			      (READ_ONCE(c->state) != VMCF_C_RING &&
+			       READ_ONCE(c->state) != VMCF_C_OFFERED &&
+			       READ_ONCE(c->state) != VMCF_C_WAITING) ||
+			      READ_ONCE(sk->sk_err) ||
+			      (READ_ONCE(sk->sk_shutdown) & RCV_SHUTDOWN) ||
+			      tcp_inq(sk) > 0 ||
+			      (READ_ONCE(c->rx_attached) &&
+			       (vmc_ring_avail_peek(&c->rx) != 0 ||
+				vmc_ring_peer_eof(&c->rx))), &wait);
+		remove_wait_queue(sk_sleep(sk), &wait);
+	}
+	release_sock(sk);
+	return copied;
+}
+
+static int vmcf_sendmsg(struct sock *sk, struct msghdr *msg, size_t size)
+{
+	DEFINE_WAIT_FUNC(wait, woken_wake_function);
+	const struct proto *base = vmcf_tcp_base(sk);
+	struct vmcf_conn *c;
+	u32 seg, n, done, got;
+	size_t copied = 0;
+	bool notify;
+	long timeo, space;
+	int err = 0, ret;
+	u8 *ptr;
+
+	rcu_read_lock();
+	c = vmcf_conn_of(sk);
+	rcu_read_unlock();
+	if (!c)
+		return base->sendmsg(sk, msg, size);
+
+	lock_sock(sk);
+	timeo = sock_sndtimeo(sk, msg->msg_flags & MSG_DONTWAIT);
+	while (copied < size) {
+		if (c->state == VMCF_C_PASS) {
+			release_sock(sk);
+			return copied ? copied : base->sendmsg(sk, msg, size);
+		}
+		if (c->state == VMCF_C_WAITING) {
+			/*
+			 * tcp_sendmsg() may sleep without the socket lock; an
+			 * OFFER then waits for it (vmcf_rx_offer), so no TCP
+			 * byte ever follows the cut.
+			 */
+			c->tcp_senders++;
+			release_sock(sk);
+			ret = base->sendmsg(sk, msg, size);
+			lock_sock(sk);
+			if (!--c->tcp_senders && c->deferred &&
+			    c->state == VMCF_C_WAITING)
+				vmcf_accept(c, c->deferred);
+			if (!c->tcp_senders) {
+				kfree(c->deferred);
+				c->deferred = NULL;
+			}
+			release_sock(sk);
+			return ret;
+		}
+		if (msg->msg_flags & MSG_OOB) {
+			err = -EOPNOTSUPP;	/* urgent data has no ring */
+			break;
+		}
+		if (c->state == VMCF_C_DEAD || sk->sk_err) {
+			err = c->err ? -c->err : sock_error(sk);
+			break;
+		}
+		if (sk->sk_shutdown & SEND_SHUTDOWN || c->slot < 0 ||
+		    vmc_ring_peer_closed(&c->tx)) {
+			err = -EPIPE;
+			break;
+		}
+		space = c->state == VMCF_C_RING ? vmc_ring_space(&c->tx) : 0;
+		if (space < 0) {
+			vmcf_conn_kill(c, ECONNRESET, "corrupt ring index");
+			continue;
+		}
+		if (space == 0) {
+			if (!timeo) {
+				err = -EAGAIN;
+				break;
+			}
+			if (signal_pending(current)) {
+				err = sock_intr_errno(timeo);
+				break;
+			}
+			if (c->state == VMCF_C_RING &&
+			    vmc_ring_prod_wait(&c->tx, min_t(size_t, size - copied,
+							     c->tx.size / 2)) > 0)
+				continue;
+			add_wait_queue(sk_sleep(sk), &wait);
+			sk_wait_event(sk, &timeo,
+				      (READ_ONCE(c->state) != VMCF_C_OFFERED &&
+				       (READ_ONCE(c->state) != VMCF_C_RING ||
+					vmc_ring_space_peek(&c->tx) != 0)) ||
+				      READ_ONCE(sk->sk_err), &wait);
+			remove_wait_queue(sk_sleep(sk), &wait);
+			continue;
+		}
+		n = min_t(size_t, space, size - copied);
+		for (done = 0; done < n; done += got) {
+			ptr = vmc_ring_seg(&c->tx, c->tx.pos + done, n - done,
+					   &seg);
+			got = copy_from_iter(ptr, seg, &msg->msg_iter);
+			if (got != seg) {
+				done += got;
+				err = -EFAULT;
+				break;
+			}
+		}
+		if (done) {
+			notify = vmc_ring_produce(&c->tx, done);
+			c->tx_bytes += done;
+			copied += done;
+			if (notify && c->peer)
+				vmcf_notify(c->peer);
+		}
+		if (err)
+			break;
+	}
+	release_sock(sk);
+	if (copied)
+		return copied;
+	return sk_stream_error(sk, msg->msg_flags, err);
+}
+
+static bool vmcf_sock_is_readable(struct sock *sk)
+{
+	const struct proto *base = vmcf_tcp_base(sk);
+	struct vmcf_conn *c;
+	bool ret = false;
+
+	rcu_read_lock();
+	c = vmcf_conn_of(sk);
+	if (c && READ_ONCE(c->state) == VMCF_C_RING && c->rx_attached)
+		ret = vmc_ring_avail_peek(&c->rx) != 0 ||
+		      vmc_ring_peer_eof(&c->rx);
+	rcu_read_unlock();
+	if (!ret && base->sock_is_readable)
+		ret = base->sock_is_readable(sk);
+	return ret;
+}
+
+static __poll_t vmcf_poll(struct file *file, struct socket *sock,
+			  poll_table *wait)
+{
+	struct sock *sk = sock->sk;
+	__poll_t mask = vmcf_base_ops[vmcf_fam(sk)]->poll(file, sock, wait);
+	struct vmcf_conn *c;
+	long space = 1;
+
+	rcu_read_lock();
+	c = vmcf_conn_of(sk);
+	if (c && READ_ONCE(c->state) == VMCF_C_OFFERED)
+		space = 0;
+	else if (c && READ_ONCE(c->state) == VMCF_C_RING)
+		space = vmc_ring_space_peek(&c->tx);
+	if (space == 0) {
+		/*
+		 * tcp_poll() sees only TCP's empty send queue.  Ask the peer
+		 * for an event when room appears; sk_stream_write_space()
+		 * then wakes us with EPOLLOUT.
+		 */
+		set_bit(SOCK_NOSPACE, &sock->flags);
+		if (READ_ONCE(c->state) == VMCF_C_RING)
+			space = vmc_ring_prod_ask(&c->tx, c->tx.size / 2);
+		if (space == 0)
+			mask &= ~(EPOLLOUT | EPOLLWRNORM);
+	}
+	rcu_read_unlock();
+	return mask;
+}
+
+static void vmcf_shutdown(struct sock *sk, int how)
+{
+	struct vmcf_conn *c;
+
+	/* inet_shutdown() holds the socket lock. */
+	rcu_read_lock();
+	c = vmcf_conn_of(sk);
+	rcu_read_unlock();
+	if (c && (how & SEND_SHUTDOWN) && c->slot >= 0 &&
+	    (c->state == VMCF_C_RING || c->state == VMCF_C_OFFERED)) {
+		/* EOF after every byte; TCP's FIN follows it. */
+		vmc_ring_set_eof(&c->tx);
+		if (c->peer)
+			vmcf_notify(c->peer);
+	}
+	vmcf_tcp_base(sk)->shutdown(sk, how);
+}
+
+static void vmcf_close(struct sock *sk, long timeout)
+{
+	const struct proto *base = vmcf_tcp_base(sk);
+	struct vmcf_conn *c;
+	bool unread;
+
+	lock_sock(sk);
+	rcu_read_lock();
+	c = vmcf_conn_of(sk);
+	rcu_read_unlock();
+	if (!c) {
+		release_sock(sk);
+		base->close(sk, timeout);
+		return;
+	}
+	if (c->state == VMCF_C_RING && c->peer) {
+		/* Unread data: RST, as TCP does (zero linger forces it). */
+		unread = tcp_inq(sk) > 0 || vmc_ring_avail(&c->rx) > 0;
+		if (unread) {
+			sock_set_flag(sk, SOCK_LINGER);
+			sk->sk_lingertime = 0;
+		} else if (c->slot >= 0) {
+			vmc_ring_set_eof(&c->tx);
+		}
+		vmcf_send_close(c->peer, c, unread ? VMC_CLOSE_RST :
+						      VMC_CLOSE_FIN);
+		vmcf_notify(c->peer);
+	} else if (c->state == VMCF_C_OFFERED && c->slot >= 0) {
+		vmc_ring_set_eof(&c->tx);	/* ACCEPT finds the zombie */
+	}
+	release_sock(sk);
+	vmcf_detach(sk, c);
+	/* Our socket ops' owner reference keeps this module until we return. */
+	base->close(sk, timeout);
+}
+
+/* A child socket that was never accepted is freed here, not in close. */
+static void vmcf_destroy(struct sock *sk)
+{
+	const struct proto *base = vmcf_tcp_base(sk);
+	struct vmcf_conn *c;
+
+	rcu_read_lock();
+	c = vmcf_conn_of(sk);
+	rcu_read_unlock();
+	if (c) {
+		if (c->state == VMCF_C_RING && READ_ONCE(c->peer))
+			vmcf_send_close(c->peer, c, VMC_CLOSE_RST);
+		vmcf_detach(sk, c);
+	}
+	base->destroy(sk);
+}
+
+static int vmcf_disconnect(struct sock *sk, int flags)
+{
+	struct vmcf_conn *c;
+
+	rcu_read_lock();
+	c = vmcf_conn_of(sk);
+	rcu_read_unlock();
+	if (c && c->state != VMCF_C_PASS)
+		vmcf_conn_kill(c, ECONNRESET, "disconnected");
+	return vmcf_tcp_base(sk)->disconnect(sk, flags);
+}
+
+static int vmcf_setsockopt(struct sock *sk, int level, int optname,
+			   sockptr_t optval, unsigned int optlen)
+{
+	/* kTLS would rebuild its tables from ours: not on a ring socket. */
+	if (level == SOL_TCP && optname == TCP_ULP)
+		return -EBUSY;
+	return vmcf_tcp_base(sk)->setsockopt(sk, level, optname, optval, optlen);
+}
+
+/* Bytes readable and bytes not yet consumed by the peer. */
+static int vmcf_ioctl_value(struct sock *sk, int cmd, int *answ)
+{
+	struct vmcf_conn *c;
+	long n;
+
+	rcu_read_lock();
+	c = vmcf_conn_of(sk);
+	if (!c || READ_ONCE(c->state) != VMCF_C_RING ||
+	    (cmd != SIOCINQ && cmd != SIOCOUTQ)) {
+		rcu_read_unlock();
+		return -ENOIOCTLCMD;
+	}
+	if (cmd == SIOCINQ) {
+		n = vmc_ring_avail_peek(&c->rx);
+		*answ = tcp_inq(sk) + max(n, 0L);
+	} else {
+		n = vmc_ring_space_peek(&c->tx);
+		*answ = n < 0 ? 0 : c->tx.size - n;
+	}
+	rcu_read_unlock();
+	return 0;
+}
+
+#ifndef VMCF_IOCTL_KARG
+static int vmcf_ioctl(struct sock *sk, int cmd, unsigned long arg)
+{
+	int answ, err = vmcf_ioctl_value(sk, cmd, &answ);
+
+	if (err == -ENOIOCTLCMD)
+		return vmcf_tcp_base(sk)->ioctl(sk, cmd, arg);
+	return put_user(answ, (int __user *)arg);
+}
+#else
+static int vmcf_ioctl(struct sock *sk, int cmd, int *karg)
+{
+	int err = vmcf_ioctl_value(sk, cmd, karg);
+
+	return err == -ENOIOCTLCMD ? vmcf_tcp_base(sk)->ioctl(sk, cmd, karg) : err;
+}
+#endif
+
+/*
+ * release_sock() always calls this, also inside connect() and accept()
+ * before user space has the fd: the moment to swap the socket-level ops.
+ */
+static void vmcf_release_cb(struct sock *sk)
+{
+	struct socket *sock = sk->sk_socket;
+	int fam = vmcf_fam(sk);
+	const struct proto_ops *ops;
+
+	if (sock && READ_ONCE(sock->ops) != &vmcf_ops[fam]) {
+		ops = READ_ONCE(sock->ops);
+		spin_lock_bh(&vmcf_prot_lock);
+		if (!vmcf_base_ops[fam] && ops->poll == tcp_poll &&
+		    ops->family == (fam ? PF_INET6 : PF_INET)) {
+			vmcf_ops[fam] = *ops;
+			vmcf_ops[fam].owner = THIS_MODULE;
+			vmcf_ops[fam].poll = vmcf_poll;
+			vmcf_ops[fam].splice_read = NULL;	/* via recvmsg */
+			vmcf_ops[fam].read_sock = NULL;
+			vmcf_ops[fam].mmap = sock_no_mmap;
+			vmcf_ops[fam].peek_len = NULL;
+			vmcf_ops[fam].read_skb = NULL;
+#ifdef VMCF_HAVE_PEEK_OFF
+			vmcf_ops[fam].set_peek_off = NULL;	/* SO_PEEK_OFF */
+#endif
+			/* Ops complete before seen; vmcf_poll() reads them. */
+			smp_store_release(&vmcf_base_ops[fam], ops);
+		}
+		spin_unlock_bh(&vmcf_prot_lock);
+		/* The owner reference is dropped by sock_release(). */
+		if (ops == vmcf_base_ops[fam] && try_module_get(THIS_MODULE))
+			WRITE_ONCE(sock->ops, &vmcf_ops[fam]);
+	}
+	vmcf_tcp_base(sk)->release_cb(sk);
+}
+
+static void vmcf_set_ops(struct proto *prot)
+{
+	prot->close = vmcf_close;
+	prot->sendmsg = vmcf_sendmsg;
+	prot->recvmsg = vmcf_recvmsg;
+	prot->sock_is_readable = vmcf_sock_is_readable;
+	prot->shutdown = vmcf_shutdown;
+	prot->ioctl = vmcf_ioctl;
+	prot->release_cb = vmcf_release_cb;
+	prot->destroy = vmcf_destroy;
+	prot->disconnect = vmcf_disconnect;
+	prot->setsockopt = vmcf_setsockopt;
+#ifdef VMCF_HAVE_SENDPAGE
+	prot->sendpage = NULL;	/* sock_no_sendpage() -> our sendmsg */
+#endif
+}
+
+static void vmcf_find_tp(struct tracepoint *tp, void *priv)
+{
+	if (!strcmp(tp->name, "inet_sock_set_state"))
+		vmcf_tp = tp;
+}
+
+/* ---- TCP: control messages about connections (peer work) ---- */
+
+/* Our conn for the id the peer names, with a reference; NULL if none. */
+static struct vmcf_conn *vmcf_conn_by_id(struct vmcf_peer *p, u32 id)
+{
+	struct vmcf_conn *c = NULL;
+
+	spin_lock_bh(&p->conn_lock);
+	if (p->conns && id < p->pool_slots && p->conns[id]) {
+		c = p->conns[id];
+		refcount_inc(&c->ref);
+	}
+	spin_unlock_bh(&p->conn_lock);
+	return c;
+}
+
+/* Lock @c's socket if it still has one; returns it held, or NULL. */
+static struct sock *vmcf_conn_lock(struct vmcf_peer *p, struct vmcf_conn *c)
+{
+	struct sock *sk;
+
+	spin_lock_bh(&p->conn_lock);
+	sk = c->sk;
+	if (sk)
+		sock_hold(sk);
+	spin_unlock_bh(&p->conn_lock);
+	if (sk)
+		lock_sock(sk);
+	return sk;
+}
+
+static void vmcf_conn_unlock(struct sock *sk)
+{
+	if (sk) {
+		release_sock(sk);
+		sock_put(sk);
+	}
+}
+
+static void vmcf_rx_offer(struct vmcf_peer *p,
+			  const struct vmc_msg_conn_offer *m)
+{
+	struct vmcf_conn *c, *found = NULL;
+	struct vmcf_pending *pend;
+	struct sock *sk;
+
+	/* The offerer must own the address it speaks from. */
+	if (!vmcf_pair_ready(p) ||
+	    !vmcf_entry_has(&p->entry, m->tuple.family, m->tuple.laddr)) {
+		vmcf_send_refuse(p, le32_to_cpu(m->conn), VMC_R_AUTH);
+		return;
+	}
+	spin_lock_bh(&p->conn_lock);
+	list_for_each_entry(c, &p->waiting, wnode) {
+		if (c->tuple.family == m->tuple.family &&
+		    c->tuple.lport == m->tuple.rport &&
+		    c->tuple.rport == m->tuple.lport &&
+		    !memcmp(c->tuple.laddr, m->tuple.raddr, 16) &&
+		    !memcmp(c->tuple.raddr, m->tuple.laddr, 16)) {
+			found = c;
+			refcount_inc(&c->ref);
+			break;
+		}
+	}
+	if (!found) {
+		/* Its socket may not be ESTABLISHED here yet: keep it a while. */
+		pend = p->nr_pending < VMCF_PENDING_MAX ?
+		       kmalloc(sizeof(*pend), GFP_ATOMIC) : NULL;
+		if (pend) {
+			pend->offer = *m;
+			pend->at = jiffies;
+			list_add_tail(&pend->list, &p->pending);
+			p->nr_pending++;
+		}
+		spin_unlock_bh(&p->conn_lock);
+		if (!pend)
+			vmcf_send_refuse(p, le32_to_cpu(m->conn), VMC_R_NO_MEMORY);
+		else
+			mod_delayed_work(vmcf_wq, &p->tick, HZ);
+		return;
+	}
+	spin_unlock_bh(&p->conn_lock);
+	sk = vmcf_conn_lock(p, found);
+	if (sk && found->state == VMCF_C_WAITING) {
+		if (!found->tcp_senders)
+			vmcf_accept(found, m);
+		else if (!found->deferred)
+			found->deferred = kmemdup(m, sizeof(*m), GFP_KERNEL);
+	}
+	vmcf_conn_unlock(sk);
+	vmcf_conn_put(found);
+}
+
+static void vmcf_rx_accept(struct vmcf_peer *p,
+			   const struct vmc_msg_conn_accept *m)
+{
+	struct vmcf_conn *c = vmcf_conn_by_id(p, le32_to_cpu(m->conn));
+	struct sock *sk;
+
+	if (!c) {
+		vmcf_peer_broken(p, "ACCEPT for no connection");
+		return;
+	}
+	sk = vmcf_conn_lock(p, c);
+	if (c->state != VMCF_C_OFFERED) {
+		vmcf_conn_unlock(sk);
+		vmcf_conn_put(c);
+		vmcf_peer_broken(p, "unexpected ACCEPT");
+		return;
+	}
+	if (le32_to_cpu(m->isn_offerer) != c->isn_local ||
+	    le32_to_cpu(m->isn_accepter) != c->isn_remote) {
+		pr_warn_ratelimited("peer %u: wrong proof in ACCEPT: stays on TCP\n",
+				    p->domid);
+		vmcf_conn_pass(c, VMCF_FB_AUTH, "peer failed the ISN proof");
+	} else if (vmcf_attach_rx(p, c, &m->ring)) {
+		vmcf_conn_pass(c, VMCF_FB_REFUSED, "bad ring in accept");
+	} else {
+		c->peer_id = le32_to_cpu(m->peer_conn);
+		c->rx_cut = le32_to_cpu(m->seq_cut);
+		WRITE_ONCE(c->rx_attached, true);
+		WRITE_ONCE(c->state, VMCF_C_RING);
+		c->why = NULL;
+		atomic_long_inc(&vmcf_accelerated);
+		if (!sk)
+			vmcf_send_close(p, c, VMC_CLOSE_FIN);	/* closed meanwhile */
+		vmcf_wake(sk);
+	}
+	vmcf_conn_unlock(sk);
+	vmcf_conn_put(c);
+}
+
+static void vmcf_rx_refuse(struct vmcf_peer *p,
+			   const struct vmc_msg_conn_refuse *m)
+{
+	struct vmcf_conn *c = vmcf_conn_by_id(p, le32_to_cpu(m->conn));
+	struct sock *sk;
+
+	if (!c)
+		return;
+	sk = vmcf_conn_lock(p, c);
+	if (c->state == VMCF_C_OFFERED)
+		vmcf_conn_pass(c, VMCF_FB_REFUSED, "refused by the peer");
+	vmcf_conn_unlock(sk);
+	vmcf_conn_put(c);
+}
+
+/* The peer closed its socket: it reads no more of our ring. */
+static void vmcf_rx_close(struct vmcf_peer *p, const struct vmc_msg_conn_end *m)
+{
+	struct vmcf_conn *c = vmcf_conn_by_id(p, le32_to_cpu(m->conn));
+	struct sock *sk;
+	bool put;
+
+	if (!c)
+		return;
+	sk = vmcf_conn_lock(p, c);
+	if (le32_to_cpu(m->how) == VMC_CLOSE_RST)
+		vmcf_conn_kill(c, ECONNRESET, "reset by the peer");
+	spin_lock_bh(&p->conn_lock);
+	put = vmcf_slot_put(p, c);	/* sendmsg sees slot < 0: EPIPE */
+	spin_unlock_bh(&p->conn_lock);
+	vmcf_wake(sk);
+	vmcf_conn_unlock(sk);
+	if (put)
+		vmcf_conn_put(c);
+	vmcf_conn_put(c);
+}
+
+/* Wake every socket of @p: data or room may have arrived. */
+static void vmcf_wake_conns(struct vmcf_peer *p)
+{
+	struct vmcf_conn *c;
+	struct sock *sk;
+	unsigned int i;
+
+	for (i = 0; p->conns && i < p->pool_slots; i++) {
+		spin_lock_bh(&p->conn_lock);
+		c = p->conns[i];
+		sk = c ? c->sk : NULL;
+		if (sk)
+			sock_hold(sk);
+		spin_unlock_bh(&p->conn_lock);
+		if (!sk)
+			continue;
+		sk->sk_data_ready(sk);
+		sk->sk_write_space(sk);
+		sock_put(sk);
+	}
+}
+
+/* Once a second while offers wait: refuse the stale ones. */
+static void vmcf_tick(struct work_struct *work)
+{
+	struct vmcf_peer *p = container_of(to_delayed_work(work),
+					   struct vmcf_peer, tick);
+	struct vmcf_pending *pend, *tmp;
+	LIST_HEAD(stale);
+	bool again;
+
+	spin_lock_bh(&p->conn_lock);
+	list_for_each_entry_safe(pend, tmp, &p->pending, list) {
+		if (time_after(jiffies, pend->at + VMCF_PENDING_TIMEOUT)) {
+			list_move(&pend->list, &stale);
+			p->nr_pending--;
+		}
+	}
+	again = p->nr_pending;
+	spin_unlock_bh(&p->conn_lock);
+	list_for_each_entry_safe(pend, tmp, &stale, list) {
+		vmcf_count_fallback(VMCF_FB_TIMEOUT);
+		vmcf_send_refuse(p, le32_to_cpu(pend->offer.conn),
+				 VMC_R_TIMEOUT);
+		kfree(pend);
+	}
+	if (again)
+		queue_delayed_work(vmcf_wq, &p->tick, HZ);
+}
+
+/*
+ * The channel goes down: every connection of @p stops using it.  WAITING
+ * ones simply stay on TCP; ring ones are reset (moving them back to TCP
+ * is the migration work).  After this no socket touches @p's pools.
+ */
+static void vmcf_conns_down(struct vmcf_peer *p)
+{
+	struct vmcf_conn *c;
+	struct sock *sk;
+	unsigned int i;
+	bool put;
+
+	for (;;) {
+		spin_lock_bh(&p->conn_lock);
+		c = list_first_entry_or_null(&p->waiting, struct vmcf_conn,
+					     wnode);
+		if (c) {
+			list_del_init(&c->wnode);
+			refcount_inc(&c->ref);
+		}
+		spin_unlock_bh(&p->conn_lock);
+		if (!c)
+			break;
+		sk = vmcf_conn_lock(p, c);
+		if (c->state == VMCF_C_WAITING)
+			vmcf_conn_pass(c, VMCF_FB_NOT_READY, "peer channel down");
+		c->peer = NULL;
+		vmcf_conn_unlock(sk);
+		vmcf_conn_put(c);
+	}
+	for (i = 0; p->conns && i < p->pool_slots; i++) {
+		c = vmcf_conn_by_id(p, i);
+		if (!c)
+			continue;
+		sk = vmcf_conn_lock(p, c);
+		if (c->state == VMCF_C_OFFERED)
+			vmcf_conn_pass(c, VMCF_FB_NOT_READY, "peer channel down");
+		else
+			vmcf_conn_kill(c, ECONNRESET, "peer channel down");
+		spin_lock_bh(&p->conn_lock);
+		put = vmcf_slot_put(p, c);
+		c->peer = NULL;
+		spin_unlock_bh(&p->conn_lock);
+		vmcf_conn_unlock(sk);
+		if (put)
+			vmcf_conn_put(c);
+		vmcf_conn_put(c);
+	}
+	/* poll() and sock_is_readable() peek at rings under RCU only. */
+	synchronize_rcu();
 }
 
 /* ---- receiving ---- */
@@ -188,6 +1812,31 @@ static void vmcf_peer_broken(struct vmcf_peer *p, const char *why)
 	p->why = why;
 	WRITE_ONCE(p->state, VMCF_BROKEN);
 	schedule_work(&vmcf_reap_work);
+}
+
+/* A run of the peer's pool grants; in order, then mapped whole. */
+static void vmcf_rx_pool(struct vmcf_peer *p, const struct vmc_msg_pool *m)
+{
+	u32 first = le32_to_cpu(m->first), count = le32_to_cpu(m->count), i;
+	struct vmc_msg_ready r;
+
+	if (p->state != VMCF_UP || first != p->rpool_got ||
+	    count > p->rpool_pages - first) {
+		vmcf_peer_broken(p, "POOL out of order or beyond the pool");
+		return;
+	}
+	for (i = 0; i < count; i++)
+		p->rpool_grefs[first + i] = le32_to_cpu(m->gref[i]);
+	p->rpool_got += count;
+	if (p->rpool_got < p->rpool_pages)
+		return;
+	if (vmcf_rpool_map(p)) {
+		vmcf_peer_broken(p, "cannot map the peer's pool");
+		return;
+	}
+	vmc_msg_init(&r, VMC_MSG_READY);
+	r.pages = cpu_to_le32(p->rpool_pages);
+	vmcf_send(p, &r);
 }
 
 static void vmcf_handle(struct vmcf_peer *p, const void *buf, u32 len)
@@ -206,11 +1855,42 @@ static void vmcf_handle(struct vmcf_peer *p, const void *buf, u32 len)
 			vmcf_peer_broken(p, "HELLO names another domain");
 			return;
 		}
-		if (p->state == VMCF_CONNECTED) {
-			WRITE_ONCE(p->state, VMCF_UP);
-			p->why = NULL;
-			pr_info("peer %u: channel up\n", p->domid);
+		if (p->state != VMCF_CONNECTED || p->rpool_grefs) {
+			vmcf_peer_broken(p, "unexpected HELLO");
+			return;
 		}
+		if (vmcf_rpool_geometry(p, le32_to_cpu(hello->pool_pages),
+					le32_to_cpu(hello->slots))) {
+			vmcf_peer_broken(p, "HELLO with an impossible pool");
+			return;
+		}
+		WRITE_ONCE(p->state, VMCF_UP);
+		p->why = NULL;
+		pr_info("peer %u: channel up\n", p->domid);
+		vmcf_send_pool(p);
+		break;
+	case VMC_MSG_POOL:
+		vmcf_rx_pool(p, buf);
+		break;
+	case VMC_MSG_READY:
+		if (le32_to_cpu(((const struct vmc_msg_ready *)buf)->pages) !=
+		    p->pool_pages) {
+			vmcf_peer_broken(p, "READY for another pool");
+			return;
+		}
+		WRITE_ONCE(p->peer_ready, true);
+		break;
+	case VMC_MSG_CONN_OFFER:
+		vmcf_rx_offer(p, buf);
+		break;
+	case VMC_MSG_CONN_ACCEPT:
+		vmcf_rx_accept(p, buf);
+		break;
+	case VMC_MSG_CONN_REFUSE:
+		vmcf_rx_refuse(p, buf);
+		break;
+	case VMC_MSG_CONN_CLOSE:
+		vmcf_rx_close(p, buf);
 		break;
 	case VMC_MSG_BYE:
 		p->why = "peer said goodbye";
@@ -218,7 +1898,7 @@ static void vmcf_handle(struct vmcf_peer *p, const void *buf, u32 len)
 		schedule_work(&vmcf_reap_work);
 		break;
 	default:
-		/* Connection messages come with the data path. */
+		/* REVERT/REVERTED: not spoken by this version. */
 		break;
 	}
 }
@@ -254,8 +1934,13 @@ static void vmcf_work(struct work_struct *work)
 		eoi = 0;
 		vmcf_handle(p, buf, len);
 	}
+	spin_lock_bh(&p->tx_lock);
+	notify |= vmcf_flush_locked(p);
+	spin_unlock_bh(&p->tx_lock);
 	if (notify)
 		vmcf_notify(p);
+	/* One event channel per pair: any socket may have data or room. */
+	vmcf_wake_conns(p);
 	/* Unmask only an event that was delivered; runs also unprompted. */
 	if (test_and_clear_bit(0, &p->eoi_pending))
 		xen_irq_lateeoi(p->irq, eoi);
@@ -311,6 +1996,18 @@ static void vmcf_publish_chan(struct vmcf_peer *p)
 				    p->domid, err);
 }
 
+static void vmcf_pending_free(struct vmcf_peer *p)
+{
+	struct vmcf_pending *pend, *tmp;
+
+	spin_lock_bh(&p->conn_lock);
+	list_for_each_entry_safe(pend, tmp, &p->pending, list)
+		kfree(pend);
+	INIT_LIST_HEAD(&p->pending);
+	p->nr_pending = 0;
+	spin_unlock_bh(&p->conn_lock);
+}
+
 /* Undo everything vmcf_chan_open/connect did, in reverse order. */
 static void vmcf_chan_close(struct vmcf_peer *p)
 {
@@ -323,6 +2020,15 @@ static void vmcf_chan_close(struct vmcf_peer *p)
 	}
 	cancel_work_sync(&p->work);	/* its EOI still finds the irq */
 	clear_bit(0, &p->eoi_pending);
+	cancel_delayed_work_sync(&p->tick);
+	vmcf_conns_down(p);		/* no socket touches the pools after */
+	vmcf_rpool_unmap(p);
+	if (p->pool || p->pool_grefs)
+		vmcf_pool_destroy(p);
+	spin_lock_bh(&p->tx_lock);
+	vmcf_backlog_free(p);
+	spin_unlock_bh(&p->tx_lock);
+	vmcf_pending_free(p);
 	if (p->irq >= 0) {
 		unbind_from_irqhandler(p->irq, p);	/* closes the port */
 		p->irq = -1;
@@ -330,7 +2036,7 @@ static void vmcf_chan_close(struct vmcf_peer *p)
 	}
 	if (p->mapped) {
 		gnttab_set_unmap_op(&unmap,
-				    (unsigned long)pfn_to_kaddr(page_to_pfn(p->in_page)),
+				    vmcf_page_va(p->in_page),
 				    GNTMAP_host_map, p->in_handle);
 		if (gnttab_unmap_refs(&unmap, NULL, &p->in_page, 1) ||
 		    unmap.status != GNTST_okay)
@@ -389,6 +2095,9 @@ static int vmcf_chan_open(struct vmcf_peer *p)
 	p->out_gref = err;
 	p->granted = true;
 	atomic_inc(&vmcf_grants);
+	err = vmcf_pool_create(p);
+	if (err)
+		goto err_close;
 
 	if (p->domid > vmcf_domid) {
 		err = HYPERVISOR_event_channel_op(EVTCHNOP_alloc_unbound,
@@ -480,8 +2189,8 @@ static struct vmcf_peer *vmcf_find(unsigned int domid)
 static void vmcf_peer_free(struct vmcf_peer *p)
 {
 	vmcf_chan_close(p);
-	list_del(&p->list);
-	kfree(p);
+	list_del_rcu(&p->list);
+	kfree_rcu(p, rcu);	/* the TCP probe walks the list under RCU */
 }
 
 static struct vmcf_peer *vmcf_peer_new(unsigned int domid)
@@ -495,8 +2204,13 @@ static struct vmcf_peer *vmcf_peer_new(unsigned int domid)
 	p->state = VMCF_CLOSED;
 	p->why = "new";
 	spin_lock_init(&p->tx_lock);
+	spin_lock_init(&p->conn_lock);
+	INIT_LIST_HEAD(&p->backlog);
+	INIT_LIST_HEAD(&p->waiting);
+	INIT_LIST_HEAD(&p->pending);
 	INIT_WORK(&p->work, vmcf_work);
-	list_add_tail(&p->list, &vmcf_peers);
+	INIT_DELAYED_WORK(&p->tick, vmcf_tick);
+	list_add_tail_rcu(&p->list, &vmcf_peers);
 	return p;
 }
 
@@ -555,7 +2269,9 @@ static void vmcf_sync_peers(void)
 		if (!p)
 			continue;
 		p->seen = true;
+		spin_lock_bh(&p->conn_lock);
 		p->entry = e;
+		spin_unlock_bh(&p->conn_lock);
 		/* A closed or broken channel gets a new chance when new. */
 		if (relist && (p->state == VMCF_CLOSED ||
 			       p->state == VMCF_BROKEN))
@@ -766,9 +2482,35 @@ static int vmcf_peers_show(struct seq_file *m, void *v)
 	return 0;
 }
 
+static void vmcf_show_addr(struct seq_file *m, const struct vmc_tuple *t,
+			   const u8 *addr, u16 port)
+{
+	if (t->family == VMC_AF_INET)
+		seq_printf(m, "%pI4:%u", addr, port);
+	else
+		seq_printf(m, "[%pI6c]:%u", addr, port);
+}
+
 static int vmcf_connections_show(struct seq_file *m, void *v)
 {
-	seq_puts(m, "proto local remote state tx_bytes rx_bytes\n");
+	struct vmcf_conn *c;
+
+	/* Stable columns, documented in the README. */
+	seq_puts(m, "proto local remote peer state tx_bytes rx_bytes why\n");
+	spin_lock_bh(&vmcf_conn_hash_lock);
+	list_for_each_entry(c, &vmcf_conn_all, anode) {
+		seq_puts(m, "tcp ");
+		vmcf_show_addr(m, &c->tuple, c->tuple.laddr,
+			       le16_to_cpu(c->tuple.lport));
+		seq_putc(m, ' ');
+		vmcf_show_addr(m, &c->tuple, c->tuple.raddr,
+			       le16_to_cpu(c->tuple.rport));
+		seq_printf(m, " %d %s %llu %llu %s\n",
+			   c->peer ? (int)c->peer->domid : -1,
+			   vmcf_cstate_name[READ_ONCE(c->state)], c->tx_bytes,
+			   c->rx_bytes, c->why ? c->why : "-");
+	}
+	spin_unlock_bh(&vmcf_conn_hash_lock);
 	return 0;
 }
 
@@ -776,6 +2518,7 @@ static int vmcf_stats_show(struct seq_file *m, void *v)
 {
 	struct vmcf_peer *p;
 	unsigned long in = 0, out = 0, bad = 0;
+	int i;
 
 	mutex_lock(&vmcf_lock);
 	list_for_each_entry(p, &vmcf_peers, list) {
@@ -795,6 +2538,16 @@ static int vmcf_stats_show(struct seq_file *m, void *v)
 	seq_printf(m, "bad_control_msgs %lu\n", bad);
 	seq_printf(m, "broken_channels %ld\n",
 		   atomic_long_read(&vmcf_broken_channels));
+	seq_printf(m, "tcp_enabled %d\n", READ_ONCE(tcp));
+	seq_printf(m, "connections %d\n", atomic_read(&vmcf_conns));
+	seq_printf(m, "accelerated_total %ld\n",
+		   atomic_long_read(&vmcf_accelerated));
+	seq_printf(m, "resets_total %ld\n", atomic_long_read(&vmcf_resets));
+	for (i = 0; i < VMCF_FB_NR; i++)
+		seq_printf(m, "%s %ld\n", vmcf_fb_name[i],
+			   atomic_long_read(&vmcf_fallbacks[i]));
+	seq_printf(m, "ring_bytes_per_connection %lu\n",
+		   2 * (unsigned long)ring_kb * 1024);
 	return 0;
 }
 
@@ -866,6 +2619,19 @@ static int __init vmcf_init(void)
 		return -ENODEV;
 	}
 
+	if (ring_kb < 4 || ring_kb > 1024 || (ring_kb & (ring_kb - 1)) ||
+	    ring_kb * 1024 < PAGE_SIZE) {
+		pr_err("not loaded: ring_kb=%u is not a power of two in 4..1024\n",
+		       ring_kb);
+		return -EINVAL;
+	}
+	if (!pool_rings || pool_rings > VMC_MAX_SLOTS ||
+	    DIV_ROUND_UP(pool_rings, VMC_SLOTS_PER_PAGE) +
+	    (u64)pool_rings * (ring_kb * 1024 / PAGE_SIZE) > VMC_POOL_MAX_PAGES) {
+		pr_err("not loaded: pool_rings=%u with ring_kb=%u exceeds %u pages per peer\n",
+		       pool_rings, ring_kb, VMC_POOL_MAX_PAGES);
+		return -EINVAL;
+	}
 	vmc_ring_layout_check();
 	vmc_proto_layout_check();
 	err = vmcf_selftest();
@@ -920,6 +2686,18 @@ static int __init vmcf_init(void)
 		goto err_free_node;
 	}
 
+	vmcf_prot[0] = tcp_prot;
+	vmcf_set_ops(&vmcf_prot[0]);
+	vmcf_base_prot[0] = &tcp_prot;
+	for_each_kernel_tracepoint(vmcf_find_tp, NULL);
+	err = vmcf_tp ? tracepoint_probe_register(vmcf_tp, vmcf_state_probe,
+						  NULL) : -ENOENT;
+	if (err) {
+		pr_err("not loaded: cannot attach to tracepoint inet_sock_set_state: %d\n",
+		       err);
+		goto err_unwatch;
+	}
+
 	register_inetaddr_notifier(&vmcf_inet_nb);
 #if IS_ENABLED(CONFIG_IPV6)
 	register_inet6addr_notifier(&vmcf_inet6_nb);
@@ -930,6 +2708,8 @@ static int __init vmcf_init(void)
 		VMCF_VERSION, VMC_PROTO_VERSION);
 	return 0;
 
+err_unwatch:
+	unregister_xenbus_watch(&vmcf_table_watch);
 err_free_node:
 	kfree(vmcf_table_watch.node);
 err_remove_proc:
@@ -952,6 +2732,9 @@ static void __exit vmcf_exit(void)
 	unregister_inet6addr_notifier(&vmcf_inet6_nb);
 #endif
 	unregister_inetaddr_notifier(&vmcf_inet_nb);
+	/* Every taken-over socket holds a module reference: none is left. */
+	tracepoint_probe_unregister(vmcf_tp, vmcf_state_probe, NULL);
+	tracepoint_synchronize_unregister();
 	unregister_xenbus_watch(&vmcf_table_watch);
 	flush_workqueue(vmcf_wq);
 

@@ -220,6 +220,36 @@ static inline long vmc_ring_space(struct vmc_ring *r)
 	return r->size - used;
 }
 
+/*
+ * Lock-free looks for poll(): the same judgement as vmc_ring_space() and
+ * vmc_ring_avail(), without touching the end's private state, so they may
+ * run beside the context that owns the end.  The acquire loads pair with
+ * the release stores in vmc_ring_consume() and vmc_ring_produce().
+ */
+static inline long vmc_ring_space_peek(const struct vmc_ring *r)
+{
+	long used;
+	u32 cons;
+
+	if (READ_ONCE(r->broken))
+		return -EPROTO;
+	/* Pairs with the release of cons in vmc_ring_consume(). */
+	cons = le32_to_cpu(smp_load_acquire(&r->hdr->cons));
+	used = vmc_ring_check(READ_ONCE(r->pos), cons, r->size);
+	return used < 0 ? used : r->size - used;
+}
+
+static inline long vmc_ring_avail_peek(const struct vmc_ring *r)
+{
+	u32 prod;
+
+	if (READ_ONCE(r->broken))
+		return -EPROTO;
+	/* Pairs with the release of prod in vmc_ring_produce(). */
+	prod = le32_to_cpu(smp_load_acquire(&r->hdr->prod));
+	return vmc_ring_check(prod, READ_ONCE(r->pos), r->size);
+}
+
 /* Should an index move from @old to @new wake a peer that asked at @event? */
 static inline bool vmc_ring_event_due(u32 event, u32 old, u32 new)
 {
@@ -263,6 +293,23 @@ static inline long vmc_ring_prod_wait(struct vmc_ring *r, u32 want)
 	/* Pairs with smp_mb() in vmc_ring_consume(). */
 	smp_mb();
 	return vmc_ring_space(r);
+}
+
+/*
+ * vmc_ring_prod_ask - like vmc_ring_prod_wait(), for poll(): asks for an
+ * event when @want bytes are free without touching private state, and
+ * returns the space re-checked (vmc_ring_space_peek()).  The smp_mb()
+ * pairs with the one in vmc_ring_consume().
+ */
+static inline long vmc_ring_prod_ask(struct vmc_ring *r, u32 want)
+{
+	if (want > r->size)
+		want = r->size;
+	WRITE_ONCE(r->hdr->cons_event,
+		   cpu_to_le32(READ_ONCE(r->pos) - r->size + want));
+	/* Pairs with smp_mb() in vmc_ring_consume(). */
+	smp_mb();
+	return vmc_ring_space_peek(r);
 }
 
 /* Mark end of stream: nothing follows the current prod.  Ordered after it. */

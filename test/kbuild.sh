@@ -2,7 +2,8 @@
 # SPDX-License-Identifier: GPL-2.0
 # Builds both modules with W=1 C=1 (sparse) for every kernel release that
 # test/kernels.sh names (or those given as arguments), each in
-# build/<release>/, and fails on any compiler or sparse warning.
+# build/<release>/ (or $XENVMC_BUILD/<release>/), and fails on any compiler
+# or sparse warning.
 set -eu
 top=$(cd "$(dirname "$0")/.." && pwd)
 rels=${*:-$("$top/test/kernels.sh")}
@@ -11,7 +12,7 @@ status=0
 for rel in $rels; do
 	kdir=/usr/src/linux-headers-$rel
 	[ -d "$kdir" ] || { echo "kbuild: $kdir missing: apt-get install linux-headers-$rel" >&2; exit 1; }
-	out=$top/build/$rel
+	out=${XENVMC_BUILD:-$top/build}/$rel
 	mkdir -p "$out"
 	cp "$top"/Makefile "$top"/vmc_back.c "$top"/vmc_front.c \
 	   "$top"/vmc_ring.h "$top"/vmc_proto.h "$out"/
