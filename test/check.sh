@@ -60,7 +60,7 @@ if [ "${XENVMC_SKIP_LAB:-0}" = 1 ]; then
 elif [ "$built" -ne 0 ]; then
 	echo "=== lab: not run: the modules did not build"; failed=$((failed + 1))
 else
-	counted lab test/out/lab.log test/lab.sh run test/lab-tests/suite.sh
+	counted lab test/out/lab.log test/lab.sh run test/lab-tests/suite.sh test/lab-tests/*.sh
 fi
 
 echo "make check: $(( $(date +%s) - t0 )) s"

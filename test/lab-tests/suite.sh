@@ -1,0 +1,32 @@
+#!/bin/bash
+# The lab part of `make check`: one boot, every lab test in turn.  Runs in
+# Dom0 (test/lab.sh run test/lab-tests/suite.sh test/lab-tests/*.sh).
+# Order matters: smoke last, since it saves, restores and destroys domu3.
+# Each test's "N passed, N failed" is added up; the last line is the total.
+order=${LAB_SUITE:-"membership.sh tcp.sh smoke.sh"}
+passed=0; failed=0
+for t in $order; do
+	f=$LAB_FILES/$t
+	echo "=== lab test $t"
+	if [ ! -f "$f" ]; then
+		echo "=== $t: missing"; failed=$((failed + 1)); continue
+	fi
+	out=$(mktemp)
+	timeout -k 10 "${LAB_ONE_TIMEOUT:-900}" bash "$f" < /dev/null 2>&1 | tee "$out"
+	rc=${PIPESTATUS[0]}
+	read -r p f_ < <(sed -n 's/^\([0-9]\+\) passed, \([0-9]\+\) failed.*/\1 \2/p' "$out" | tail -n 1)
+	rm -f "$out"
+	if [ -z "${p:-}" ]; then
+		echo "=== $t: no result line (exit $rc): 1 failure"
+		failed=$((failed + 1))
+		continue
+	fi
+	passed=$((passed + p)); failed=$((failed + f_))
+	[ "$rc" -ne 0 ] && [ "$f_" -eq 0 ] && failed=$((failed + 1))
+	echo "=== $t: $p passed, $f_ failed (exit $rc)"
+	# Each test starts from the same state: modules loaded, defaults.
+	lab-unload front > /dev/null 2>&1
+	lab-load all > /dev/null 2>&1
+done
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]
