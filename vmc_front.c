@@ -171,6 +171,7 @@ struct vmcf_peer {
 
 	spinlock_t conn_lock;		/* conns, slots, waiting, pending */
 	struct list_head waiting;	/* accept-side conns without OFFER */
+	struct list_head attached;	/* every conn with a socket and this peer */
 	struct list_head pending;	/* OFFERs that came before the socket */
 	unsigned int nr_pending;
 
@@ -223,6 +224,7 @@ static const char * const vmcf_cstate_name[] = {
 struct vmcf_conn {
 	struct hlist_node hnode;	/* vmcf_conn_hash, by sk */
 	struct list_head wnode;		/* peer->waiting while WAITING */
+	struct list_head pnode;		/* peer->attached while it has a socket */
 	struct list_head anode;		/* vmcf_conn_all, for /proc */
 	struct sock *sk;		/* NULL once the socket is gone */
 	struct proto *orig_prot;
@@ -887,6 +889,7 @@ static void vmcf_state_probe(void *data, const struct sock *csk,
 	struct sock *sk = (struct sock *)csk;
 	struct vmc_msg_conn_offer m;
 	struct vmcf_pending *pend, *found = NULL;
+	struct vmc_tuple t;
 	struct vmcf_peer *p;
 	struct vmcf_conn *c;
 	int fam, err;
@@ -894,14 +897,12 @@ static void vmcf_state_probe(void *data, const struct sock *csk,
 	if (newstate != TCP_ESTABLISHED || sk->sk_protocol != IPPROTO_TCP ||
 	    (sk->sk_family != AF_INET && sk->sk_family != AF_INET6))
 		return;
-	c = kzalloc(sizeof(*c), GFP_ATOMIC);
-	if (!c)
-		return;		/* counted below if it was a peer */
-	vmcf_tuple_of(sk, &c->tuple);
+	vmcf_tuple_of(sk, &t);
 	fam = vmcf_fam(sk);
 
 	rcu_read_lock();
-	p = vmcf_peer_by_addr(&c->tuple);
+	c = NULL;
+	p = vmcf_peer_by_addr(&t);
 	if (!p)
 		goto out_free;		/* not a co-resident peer: not ours */
 	if (!READ_ONCE(tcp)) {
@@ -935,12 +936,19 @@ static void vmcf_state_probe(void *data, const struct sock *csk,
 		vmcf_count_fallback(VMCF_FB_SOCKET);
 		goto out_free;
 	}
+	c = kzalloc(sizeof(*c), GFP_ATOMIC);
+	if (!c) {
+		vmcf_count_fallback(VMCF_FB_NO_MEMORY);
+		goto out_free;
+	}
 	if (!try_module_get(THIS_MODULE))
 		goto out_free;
 
+	c->tuple = t;
 	refcount_set(&c->ref, 1);	/* the socket's reference */
 	atomic_inc(&vmcf_conns);
 	INIT_LIST_HEAD(&c->wnode);
+	INIT_LIST_HEAD(&c->pnode);
 	c->sk = sk;
 	c->peer = p;
 	c->slot = -1;
@@ -952,6 +960,7 @@ static void vmcf_state_probe(void *data, const struct sock *csk,
 	sock_hold(sk);
 
 	spin_lock_bh(&p->conn_lock);
+	list_add_tail(&c->pnode, &p->attached);
 	if (c->active) {
 		err = vmcf_slot_get(p, c);
 		c->state = VMCF_C_OFFERED;
@@ -1009,21 +1018,25 @@ out_free:
 /* The socket is gone (close, destroy): restore TCP, drop our reference. */
 static void vmcf_detach(struct sock *sk, struct vmcf_conn *c)
 {
-	struct vmcf_peer *p = c->peer;
+	struct vmcf_peer *p;
 
 	spin_lock_bh(&vmcf_conn_hash_lock);
 	hash_del_rcu(&c->hnode);
 	list_del(&c->anode);
 	spin_unlock_bh(&vmcf_conn_hash_lock);
 	WRITE_ONCE(sk->sk_prot, c->orig_prot);
+	/* The peer is freed only an RCU grace period after it let go of c. */
+	rcu_read_lock();
+	p = READ_ONCE(c->peer);
 	if (p) {
 		spin_lock_bh(&p->conn_lock);
 		list_del_init(&c->wnode);
+		list_del_init(&c->pnode);
 		WRITE_ONCE(c->sk, NULL);
 		spin_unlock_bh(&p->conn_lock);
-	} else {
-		WRITE_ONCE(c->sk, NULL);
 	}
+	WRITE_ONCE(c->sk, NULL);
+	rcu_read_unlock();
 	sock_put(sk);
 	vmcf_conn_put(c);
 }
@@ -1761,38 +1774,41 @@ static void vmcf_conns_down(struct vmcf_peer *p)
 	unsigned int i;
 	bool put;
 
+	/* Every connection with a socket, then the zombies holding slots. */
 	for (;;) {
 		spin_lock_bh(&p->conn_lock);
-		c = list_first_entry_or_null(&p->waiting, struct vmcf_conn,
-					     wnode);
+		c = list_first_entry_or_null(&p->attached, struct vmcf_conn,
+					     pnode);
 		if (c) {
-			list_del_init(&c->wnode);
+			list_del_init(&c->pnode);
 			refcount_inc(&c->ref);
 		}
 		spin_unlock_bh(&p->conn_lock);
 		if (!c)
 			break;
 		sk = vmcf_conn_lock(p, c);
-		if (c->state == VMCF_C_WAITING)
+		if (c->state == VMCF_C_WAITING || c->state == VMCF_C_OFFERED)
 			vmcf_conn_pass(c, VMCF_FB_NOT_READY, "peer channel down");
-		c->peer = NULL;
+		else
+			vmcf_conn_kill(c, ECONNRESET, "peer channel down");
+		spin_lock_bh(&p->conn_lock);
+		list_del_init(&c->wnode);
+		put = vmcf_slot_put(p, c);
+		WRITE_ONCE(c->peer, NULL);
+		spin_unlock_bh(&p->conn_lock);
 		vmcf_conn_unlock(sk);
+		if (put)
+			vmcf_conn_put(c);
 		vmcf_conn_put(c);
 	}
 	for (i = 0; p->conns && i < p->pool_slots; i++) {
 		c = vmcf_conn_by_id(p, i);
 		if (!c)
 			continue;
-		sk = vmcf_conn_lock(p, c);
-		if (c->state == VMCF_C_OFFERED)
-			vmcf_conn_pass(c, VMCF_FB_NOT_READY, "peer channel down");
-		else
-			vmcf_conn_kill(c, ECONNRESET, "peer channel down");
 		spin_lock_bh(&p->conn_lock);
 		put = vmcf_slot_put(p, c);
-		c->peer = NULL;
+		WRITE_ONCE(c->peer, NULL);
 		spin_unlock_bh(&p->conn_lock);
-		vmcf_conn_unlock(sk);
 		if (put)
 			vmcf_conn_put(c);
 		vmcf_conn_put(c);
@@ -2207,6 +2223,7 @@ static struct vmcf_peer *vmcf_peer_new(unsigned int domid)
 	spin_lock_init(&p->conn_lock);
 	INIT_LIST_HEAD(&p->backlog);
 	INIT_LIST_HEAD(&p->waiting);
+	INIT_LIST_HEAD(&p->attached);
 	INIT_LIST_HEAD(&p->pending);
 	INIT_WORK(&p->work, vmcf_work);
 	INIT_DELAYED_WORK(&p->tick, vmcf_tick);
