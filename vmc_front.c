@@ -76,6 +76,8 @@
 #include <xen/events.h>
 #include <xen/grant_table.h>
 #include <xen/page.h>
+#include <xen/features.h>
+#include <xen/interface/grant_table.h>
 #include <xen/interface/event_channel.h>
 #include <asm/xen/hypercall.h>
 
@@ -168,6 +170,9 @@ struct vmcf_peer {
 	grant_handle_t *rpool_handle;
 	void *rpool;			/* vmap of the peer's pool */
 	unsigned int rpool_mapped;	/* pages mapped */
+	bool rpool_ready;		/* all of it, and rpool valid */
+	bool closing;			/* channel teardown: attach nothing */
+	bool tx_dead;			/* out ring gone: send nothing */
 
 	spinlock_t conn_lock;		/* conns, slots, waiting, pending */
 	struct list_head waiting;	/* accept-side conns without OFFER */
@@ -236,6 +241,8 @@ struct vmcf_conn {
 	bool active;			/* we connected, and offer */
 	bool rx_attached;
 	bool rx_fin;			/* CLOSE FIN: nothing after final */
+	bool peer_closed;		/* its CLOSE came: it reads no more */
+	bool closing;			/* our close() began: no ops swap */
 	u32 rx_final;
 	int err;			/* sticky error for the socket */
 	struct vmc_tuple tuple;		/* as we see it */
@@ -333,15 +340,21 @@ static void vmcf_notify(struct vmcf_peer *p)
  */
 static bool vmcf_flush_locked(struct vmcf_peer *p)
 {
-	struct vmcf_queued *q, *tmp;
+	struct vmcf_queued *q;
 	bool notify = false, n;
 	int err;
 
-	list_for_each_entry_safe(q, tmp, &p->backlog, list) {
+	if (p->tx_dead)
+		return false;
+	while ((q = list_first_entry_or_null(&p->backlog, struct vmcf_queued,
+					     list))) {
 		err = vmc_ring_msg_write(&p->out, q->msg, q->len, &n);
 		notify |= n;
 		if (err == -EAGAIN) {
-			vmc_ring_prod_wait(&p->out, VMC_MSG_MAX + 4);
+			/* Room may have come while asking: then try again. */
+			if (vmc_ring_prod_wait(&p->out, vmc_ring_msg_room(q->len)) >=
+			    vmc_ring_msg_room(q->len))
+				continue;
 			break;
 		}
 		list_del(&q->list);
@@ -366,7 +379,7 @@ static bool vmcf_send(struct vmcf_peer *p, const void *msg)
 
 	q = kmalloc(sizeof(*q) + len, GFP_ATOMIC);
 	spin_lock_bh(&p->tx_lock);
-	if (!q || p->backlog_len >= VMCF_BACKLOG_MAX) {
+	if (!q || p->tx_dead || p->backlog_len >= VMCF_BACKLOG_MAX) {
 		ok = false;
 	} else {
 		q->len = len;
@@ -518,13 +531,34 @@ static unsigned long vmcf_page_va(struct page *page)
 	return (unsigned long)pfn_to_kaddr(page_to_pfn(page));
 }
 
+/*
+ * The peer's pool is seen through one contiguous kernel mapping.  A PV
+ * guest (no auto-translation) cannot vmap() grant-mapped frames (Xen
+ * refuses a second PTE to a foreign frame), so there we reserve the
+ * virtual range first, on the zero page, and let Xen write each grant's
+ * PTE at its address, as xenbus_map_ring_pv() does.  Auto-translated
+ * guests (PVH, HVM) map grants onto ballooned pages and vmap those.
+ */
+static bool vmcf_pv(void)
+{
+	return !xen_feature(XENFEAT_auto_translated_physmap);
+}
+
+static unsigned long vmcf_rpool_va(struct vmcf_peer *p, unsigned int i)
+{
+	return vmcf_pv() ? (unsigned long)p->rpool + i * PAGE_SIZE :
+			   vmcf_page_va(p->rpool_page[i]);
+}
+
 static void vmcf_rpool_unmap(struct vmcf_peer *p)
 {
 	struct gnttab_unmap_grant_ref *ops = NULL;
 	struct page **pages = NULL;
 	unsigned int i, k = 0;
+	int err = 0;
 
-	if (p->rpool) {
+	WRITE_ONCE(p->rpool_ready, false);
+	if (!vmcf_pv() && p->rpool) {
 		vunmap(p->rpool);
 		p->rpool = NULL;
 	}
@@ -535,14 +569,26 @@ static void vmcf_rpool_unmap(struct vmcf_peer *p)
 	for (i = 0; ops && pages && i < p->rpool_pages; i++) {
 		if (p->rpool_handle[i] == VMCF_NO_HANDLE)
 			continue;
-		gnttab_set_unmap_op(&ops[k], vmcf_page_va(p->rpool_page[i]),
+		gnttab_set_unmap_op(&ops[k], vmcf_rpool_va(p, i),
 				    GNTMAP_host_map, p->rpool_handle[i]);
-		pages[k++] = p->rpool_page[i];
+		pages[k++] = vmcf_pv() ? NULL : p->rpool_page[i];
 	}
-	/* Without memory for the ops the pages stay mapped: leaked, not freed. */
-	if (k && gnttab_unmap_refs(ops, NULL, pages, k))
-		pr_warn_ratelimited("peer %u: pool unmap failed\n", p->domid);
+	/* Without memory for the ops the frames stay mapped: leaked, not freed. */
+	if (k && vmcf_pv())
+		err = HYPERVISOR_grant_table_op(GNTTABOP_unmap_grant_ref, ops, k);
+	else if (k)
+		err = gnttab_unmap_refs(ops, NULL, pages, k);
+	for (i = 0; i < k; i++)
+		if (ops[i].status != GNTST_okay)
+			err = -EIO;
+	if (err)
+		pr_warn_ratelimited("peer %u: pool unmap failed: %d\n",
+				    p->domid, err);
 	atomic_sub(k, &vmcf_maps);
+	if (vmcf_pv() && p->rpool && k == p->rpool_mapped) {
+		vunmap(p->rpool);
+		p->rpool = NULL;
+	}
 	if (p->rpool_page && k == p->rpool_mapped)
 		gnttab_free_pages(p->rpool_pages, p->rpool_page);
 	p->rpool_mapped = 0;
@@ -563,24 +609,41 @@ static int vmcf_rpool_map(struct vmcf_peer *p)
 {
 	struct gnttab_map_grant_ref *ops;
 	unsigned int i, n = p->rpool_pages;
-	int err;
+	struct page **zero;
+	int err = -ENOMEM;
 
-	p->rpool_page = kvcalloc(n, sizeof(*p->rpool_page), GFP_KERNEL);
 	p->rpool_handle = kvcalloc(n, sizeof(*p->rpool_handle), GFP_KERNEL);
 	ops = kvcalloc(n, sizeof(*ops), GFP_KERNEL);
-	err = -ENOMEM;
-	if (!p->rpool_page || !p->rpool_handle || !ops)
+	if (!p->rpool_handle || !ops)
 		goto out;
-	err = gnttab_alloc_pages(n, p->rpool_page);
-	if (err) {
-		kvfree(p->rpool_page);
-		p->rpool_page = NULL;
-		goto out;
+	if (vmcf_pv()) {
+		zero = kvcalloc(n, sizeof(*zero), GFP_KERNEL);
+		for (i = 0; zero && i < n; i++)
+			zero[i] = ZERO_PAGE(0);
+		p->rpool = zero ? vmap(zero, n, VM_MAP, PAGE_KERNEL_RO) : NULL;
+		kvfree(zero);
+		if (!p->rpool)
+			goto out;
+	} else {
+		p->rpool_page = kvcalloc(n, sizeof(*p->rpool_page), GFP_KERNEL);
+		if (!p->rpool_page)
+			goto out;
+		err = gnttab_alloc_pages(n, p->rpool_page);
+		if (err) {
+			kvfree(p->rpool_page);
+			p->rpool_page = NULL;
+			goto out;
+		}
 	}
 	for (i = 0; i < n; i++)
-		gnttab_set_map_op(&ops[i], vmcf_page_va(p->rpool_page[i]),
-				  GNTMAP_host_map, p->rpool_grefs[i], p->domid);
-	err = gnttab_map_refs(ops, NULL, p->rpool_page, n);
+		gnttab_set_map_op(&ops[i], vmcf_rpool_va(p, i), GNTMAP_host_map,
+				  p->rpool_grefs[i], p->domid);
+	if (vmcf_pv()) {
+		gnttab_batch_map(ops, n);	/* Xen writes the PTEs */
+		err = 0;
+	} else {
+		err = gnttab_map_refs(ops, NULL, p->rpool_page, n);
+	}
 	for (i = 0; i < n; i++) {
 		if (!err && ops[i].status == GNTST_okay) {
 			p->rpool_handle[i] = ops[i].handle;
@@ -594,8 +657,15 @@ static int vmcf_rpool_map(struct vmcf_peer *p)
 		err = -EIO;
 		goto out;
 	}
-	p->rpool = vmap(p->rpool_page, n, VM_MAP, PAGE_KERNEL);
-	err = p->rpool ? 0 : -ENOMEM;
+	if (!vmcf_pv()) {
+		p->rpool = vmap(p->rpool_page, n, VM_MAP, PAGE_KERNEL);
+		if (!p->rpool) {
+			err = -ENOMEM;
+			goto out;
+		}
+	}
+	WRITE_ONCE(p->rpool_ready, true);
+	err = 0;
 out:
 	kvfree(ops);
 	return err;
@@ -605,7 +675,7 @@ out:
 static bool vmcf_pair_ready(struct vmcf_peer *p)
 {
 	return READ_ONCE(p->state) == VMCF_UP && READ_ONCE(p->peer_ready) &&
-	       READ_ONCE(p->rpool);
+	       READ_ONCE(p->rpool_ready) && !READ_ONCE(p->closing);
 }
 
 static void vmcf_peer_broken(struct vmcf_peer *p, const char *why);
@@ -758,9 +828,11 @@ static int vmcf_attach_rx(struct vmcf_peer *p, struct vmcf_conn *c,
 	if (slot >= p->rpool_slots || pages != p->rring_pages ||
 	    page != p->rpool_hdr + slot * p->rring_pages)
 		return -EPROTO;
-	return vmc_ring_init(&c->rx, vmcf_slot_hdr(p->rpool, slot),
-			     p->rpool + page * PAGE_SIZE, pages * PAGE_SIZE,
-			     false);
+	if (vmc_ring_init(&c->rx, vmcf_slot_hdr(p->rpool, slot),
+			  p->rpool + page * PAGE_SIZE, pages * PAGE_SIZE, false))
+		return -EPROTO;
+	vmc_ring_cons_ask(&c->rx);	/* the first byte wakes us */
+	return 0;
 }
 
 /* Wake whoever sleeps on @sk, for a change of state. */
@@ -772,11 +844,19 @@ static void vmcf_wake(struct sock *sk)
 	}
 }
 
-/* End acceleration with an error the socket reports; socket lock held. */
-static void vmcf_conn_kill(struct vmcf_conn *c, int err, const char *why)
+static void vmcf_send_close(struct vmcf_peer *p, struct vmcf_conn *c, u32 how);
+
+/*
+ * End acceleration with an error the socket reports; socket lock held.
+ * With @tell, the peer hears it (CLOSE RST) and resets its side too.
+ */
+static void vmcf_conn_kill(struct vmcf_conn *c, int err, const char *why,
+			   bool tell)
 {
 	if (c->state == VMCF_C_DEAD || c->state == VMCF_C_PASS)
 		return;
+	if (tell && c->peer && c->rx_attached && !c->peer_closed)
+		vmcf_send_close(c->peer, c, VMC_CLOSE_RST);
 	WRITE_ONCE(c->state, VMCF_C_DEAD);
 	c->err = err;
 	c->why = why;
@@ -819,7 +899,8 @@ static void vmcf_send_close(struct vmcf_peer *p, struct vmcf_conn *c, u32 how)
 	m.conn = cpu_to_le32(c->peer_id);
 	m.final = cpu_to_le32(c->tx.pos);
 	m.how = cpu_to_le32(how);
-	vmc_ring_set_closed(&c->rx);
+	if (c->rx_attached)
+		vmc_ring_set_closed(&c->rx);
 	vmcf_send(p, &m);
 }
 
@@ -960,6 +1041,14 @@ static void vmcf_state_probe(void *data, const struct sock *csk,
 	sock_hold(sk);
 
 	spin_lock_bh(&p->conn_lock);
+	if (p->closing) {
+		spin_unlock_bh(&p->conn_lock);
+		sock_put(sk);
+		atomic_dec(&vmcf_conns);
+		module_put(THIS_MODULE);
+		vmcf_count_fallback(VMCF_FB_NOT_READY);
+		goto out_free;
+	}
 	list_add_tail(&c->pnode, &p->attached);
 	if (c->active) {
 		err = vmcf_slot_get(p, c);
@@ -1019,6 +1108,7 @@ out_free:
 static void vmcf_detach(struct sock *sk, struct vmcf_conn *c)
 {
 	struct vmcf_peer *p;
+	bool put;
 
 	spin_lock_bh(&vmcf_conn_hash_lock);
 	hash_del_rcu(&c->hnode);
@@ -1028,16 +1118,22 @@ static void vmcf_detach(struct sock *sk, struct vmcf_conn *c)
 	/* The peer is freed only an RCU grace period after it let go of c. */
 	rcu_read_lock();
 	p = READ_ONCE(c->peer);
+	put = false;
 	if (p) {
 		spin_lock_bh(&p->conn_lock);
 		list_del_init(&c->wnode);
 		list_del_init(&c->pnode);
 		WRITE_ONCE(c->sk, NULL);
+		/* The peer closed first: nobody reads our ring any more. */
+		if (c->peer_closed && c->peer == p)
+			put = vmcf_slot_put(p, c);
 		spin_unlock_bh(&p->conn_lock);
 	}
 	WRITE_ONCE(c->sk, NULL);
 	rcu_read_unlock();
 	sock_put(sk);
+	if (put)
+		vmcf_conn_put(c);
 	vmcf_conn_put(c);
 }
 
@@ -1053,6 +1149,43 @@ static bool vmcf_tcp_pending(struct sock *sk, struct vmcf_conn *c)
 {
 	return !c->rx_attached ||
 	       before(READ_ONCE(tcp_sk(sk)->copied_seq), c->rx_cut);
+}
+
+/*
+ * Wake-up conditions; sk_wait_event() evaluates them also without the
+ * socket lock, so ring memory is looked at only under RCU (channel
+ * teardown marks sockets, then waits a grace period before unmapping).
+ */
+static bool vmcf_rx_wakeup(struct sock *sk, struct vmcf_conn *c)
+{
+	enum vmcf_conn_state st = READ_ONCE(c->state);
+	bool ret;
+
+	if ((st != VMCF_C_RING && st != VMCF_C_OFFERED &&
+	     st != VMCF_C_WAITING) || READ_ONCE(sk->sk_err) ||
+	    (READ_ONCE(sk->sk_shutdown) & RCV_SHUTDOWN) || tcp_inq(sk) > 0)
+		return true;
+	rcu_read_lock();
+	ret = st == VMCF_C_RING && READ_ONCE(c->rx_attached) &&
+	      READ_ONCE(c->state) == VMCF_C_RING &&
+	      (vmc_ring_avail_peek(&c->rx) != 0 || vmc_ring_peer_eof(&c->rx));
+	rcu_read_unlock();
+	return ret;
+}
+
+static bool vmcf_tx_wakeup(struct sock *sk, struct vmcf_conn *c)
+{
+	enum vmcf_conn_state st = READ_ONCE(c->state);
+	bool ret;
+
+	if ((st != VMCF_C_RING && st != VMCF_C_OFFERED) ||
+	    READ_ONCE(sk->sk_err) || READ_ONCE(c->peer_closed))
+		return true;
+	rcu_read_lock();
+	ret = st == VMCF_C_RING && READ_ONCE(c->state) == VMCF_C_RING &&
+	      vmc_ring_space_peek(&c->tx) != 0;
+	rcu_read_unlock();
+	return ret;
 }
 
 static int vmcf_recvmsg(struct sock *sk, struct msghdr *msg, size_t len,
@@ -1109,7 +1242,7 @@ static int vmcf_recvmsg(struct sock *sk, struct msghdr *msg, size_t len,
 		}
 		if (c->rx_attached && !vmcf_tcp_pending(sk, c) &&
 		    tcp_inq(sk) > 0)
-			vmcf_conn_kill(c, ECONNRESET, "TCP data after the cut");
+			vmcf_conn_kill(c, ECONNRESET, "TCP data after the cut", true);
 		if (c->state == VMCF_C_DEAD || sk->sk_err) {
 			if (!copied)
 				copied = c->err ? -c->err : sock_error(sk);
@@ -1123,7 +1256,7 @@ static int vmcf_recvmsg(struct sock *sk, struct msghdr *msg, size_t len,
 		/* Then the ring. */
 		avail = vmc_ring_avail(&c->rx);
 		if (avail < 0) {
-			vmcf_conn_kill(c, ECONNRESET, "corrupt ring index");
+			vmcf_conn_kill(c, ECONNRESET, "corrupt ring index", true);
 			continue;
 		}
 		if (avail > 0) {
@@ -1156,10 +1289,15 @@ static int vmcf_recvmsg(struct sock *sk, struct msghdr *msg, size_t len,
 		}
 		if (vmc_ring_peer_eof(&c->rx) && vmc_ring_avail(&c->rx) == 0)
 			break;		/* EOF after every byte */
+		if (sk->sk_shutdown & RCV_SHUTDOWN)
+			break;		/* shut for reading, or the peer left */
 wait:
 		if (copied >= target)
 			break;
 		if (!timeo) {
+			/* poll()/epoll users wait for the next byte. */
+			if (c->rx_attached)
+				vmc_ring_cons_wait(&c->rx);
 			if (!copied)
 				copied = -EAGAIN;
 			break;
@@ -1174,16 +1312,7 @@ wait:
 		    vmc_ring_cons_wait(&c->rx) != 0)
 			continue;
 		add_wait_queue(sk_sleep(sk), &wait);
-		sk_wait_event(sk, &timeo,
-			      (READ_ONCE(c->state) != VMCF_C_RING &&
-			       READ_ONCE(c->state) != VMCF_C_OFFERED &&
-			       READ_ONCE(c->state) != VMCF_C_WAITING) ||
-			      READ_ONCE(sk->sk_err) ||
-			      (READ_ONCE(sk->sk_shutdown) & RCV_SHUTDOWN) ||
-			      tcp_inq(sk) > 0 ||
-			      (READ_ONCE(c->rx_attached) &&
-			       (vmc_ring_avail_peek(&c->rx) != 0 ||
-				vmc_ring_peer_eof(&c->rx))), &wait);
+		sk_wait_event(sk, &timeo, vmcf_rx_wakeup(sk, c), &wait);
 		remove_wait_queue(sk_sleep(sk), &wait);
 	}
 	release_sock(sk);
@@ -1244,16 +1373,21 @@ static int vmcf_sendmsg(struct sock *sk, struct msghdr *msg, size_t size)
 			break;
 		}
 		if (sk->sk_shutdown & SEND_SHUTDOWN || c->slot < 0 ||
-		    vmc_ring_peer_closed(&c->tx)) {
+		    c->peer_closed || vmc_ring_peer_closed(&c->tx)) {
 			err = -EPIPE;
 			break;
 		}
 		space = c->state == VMCF_C_RING ? vmc_ring_space(&c->tx) : 0;
 		if (space < 0) {
-			vmcf_conn_kill(c, ECONNRESET, "corrupt ring index");
+			vmcf_conn_kill(c, ECONNRESET, "corrupt ring index", true);
 			continue;
 		}
 		if (space == 0) {
+			/* Ask for room, then look again (also before EAGAIN). */
+			if (c->state == VMCF_C_RING &&
+			    vmc_ring_prod_wait(&c->tx, min_t(size_t, size - copied,
+							     c->tx.size / 2)) > 0)
+				continue;
 			if (!timeo) {
 				err = -EAGAIN;
 				break;
@@ -1262,16 +1396,8 @@ static int vmcf_sendmsg(struct sock *sk, struct msghdr *msg, size_t size)
 				err = sock_intr_errno(timeo);
 				break;
 			}
-			if (c->state == VMCF_C_RING &&
-			    vmc_ring_prod_wait(&c->tx, min_t(size_t, size - copied,
-							     c->tx.size / 2)) > 0)
-				continue;
 			add_wait_queue(sk_sleep(sk), &wait);
-			sk_wait_event(sk, &timeo,
-				      (READ_ONCE(c->state) != VMCF_C_OFFERED &&
-				       (READ_ONCE(c->state) != VMCF_C_RING ||
-					vmc_ring_space_peek(&c->tx) != 0)) ||
-				      READ_ONCE(sk->sk_err), &wait);
+			sk_wait_event(sk, &timeo, vmcf_tx_wakeup(sk, c), &wait);
 			remove_wait_queue(sk_sleep(sk), &wait);
 			continue;
 		}
@@ -1310,9 +1436,13 @@ static bool vmcf_sock_is_readable(struct sock *sk)
 
 	rcu_read_lock();
 	c = vmcf_conn_of(sk);
-	if (c && READ_ONCE(c->state) == VMCF_C_RING && c->rx_attached)
+	if (c && READ_ONCE(c->state) == VMCF_C_RING && c->rx_attached) {
 		ret = vmc_ring_avail_peek(&c->rx) != 0 ||
 		      vmc_ring_peer_eof(&c->rx);
+		/* Not readable: ask for an event on the next byte. */
+		if (!ret)
+			ret = vmc_ring_cons_ask(&c->rx) != 0;
+	}
 	rcu_read_unlock();
 	if (!ret && base->sock_is_readable)
 		ret = base->sock_is_readable(sk);
@@ -1331,7 +1461,8 @@ static __poll_t vmcf_poll(struct file *file, struct socket *sock,
 	c = vmcf_conn_of(sk);
 	if (c && READ_ONCE(c->state) == VMCF_C_OFFERED)
 		space = 0;
-	else if (c && READ_ONCE(c->state) == VMCF_C_RING)
+	else if (c && READ_ONCE(c->state) == VMCF_C_RING &&
+		 READ_ONCE(c->slot) >= 0 && !READ_ONCE(c->peer_closed))
 		space = vmc_ring_space_peek(&c->tx);
 	if (space == 0) {
 		/*
@@ -1373,10 +1504,12 @@ static void vmcf_close(struct sock *sk, long timeout)
 	struct vmcf_conn *c;
 	bool unread;
 
-	lock_sock(sk);
 	rcu_read_lock();
 	c = vmcf_conn_of(sk);
+	if (c)
+		WRITE_ONCE(c->closing, true);	/* see vmcf_release_cb() */
 	rcu_read_unlock();
+	lock_sock(sk);
 	if (!c) {
 		release_sock(sk);
 		base->close(sk, timeout);
@@ -1428,7 +1561,7 @@ static int vmcf_disconnect(struct sock *sk, int flags)
 	c = vmcf_conn_of(sk);
 	rcu_read_unlock();
 	if (c && c->state != VMCF_C_PASS)
-		vmcf_conn_kill(c, ECONNRESET, "disconnected");
+		vmcf_conn_kill(c, ECONNRESET, "disconnected", true);
 	return vmcf_tcp_base(sk)->disconnect(sk, flags);
 }
 
@@ -1493,7 +1626,18 @@ static void vmcf_release_cb(struct sock *sk)
 	int fam = vmcf_fam(sk);
 	const struct proto_ops *ops;
 
-	if (sock && READ_ONCE(sock->ops) != &vmcf_ops[fam]) {
+	struct vmcf_conn *c;
+	bool closing;
+
+	rcu_read_lock();
+	c = vmcf_conn_of(sk);
+	closing = !c || READ_ONCE(c->closing);
+	rcu_read_unlock();
+	/*
+	 * Not once close() began: sock_release() read the old owner before
+	 * calling it and would never drop the reference taken here.
+	 */
+	if (sock && !closing && READ_ONCE(sock->ops) != &vmcf_ops[fam]) {
 		ops = READ_ONCE(sock->ops);
 		spin_lock_bh(&vmcf_prot_lock);
 		if (!vmcf_base_ops[fam] && ops->poll == tcp_poll &&
@@ -1506,6 +1650,10 @@ static void vmcf_release_cb(struct sock *sk)
 			vmcf_ops[fam].mmap = sock_no_mmap;
 			vmcf_ops[fam].peek_len = NULL;
 			vmcf_ops[fam].read_skb = NULL;
+			vmcf_ops[fam].sendmsg_locked = NULL;	/* skmsg redirect */
+#ifdef VMCF_HAVE_SENDPAGE
+			vmcf_ops[fam].sendpage_locked = NULL;
+#endif
 #ifdef VMCF_HAVE_PEEK_OFF
 			vmcf_ops[fam].set_peek_off = NULL;	/* SO_PEEK_OFF */
 #endif
@@ -1532,6 +1680,7 @@ static void vmcf_set_ops(struct proto *prot)
 	prot->destroy = vmcf_destroy;
 	prot->disconnect = vmcf_disconnect;
 	prot->setsockopt = vmcf_setsockopt;
+	prot->psock_update_sk_prot = NULL;	/* no sockmap on ring sockets */
 #ifdef VMCF_HAVE_SENDPAGE
 	prot->sendpage = NULL;	/* sock_no_sendpage() -> our sendmsg */
 #endif
@@ -1589,6 +1738,10 @@ static void vmcf_rx_offer(struct vmcf_peer *p,
 	struct vmcf_pending *pend;
 	struct sock *sk;
 
+	if (!READ_ONCE(tcp)) {
+		vmcf_send_refuse(p, le32_to_cpu(m->conn), VMC_R_DISABLED);
+		return;
+	}
 	/* The offerer must own the address it speaks from. */
 	if (!vmcf_pair_ready(p) ||
 	    !vmcf_entry_has(&p->entry, m->tuple.family, m->tuple.laddr)) {
@@ -1657,7 +1810,13 @@ static void vmcf_rx_accept(struct vmcf_peer *p,
 	    le32_to_cpu(m->isn_accepter) != c->isn_remote) {
 		pr_warn_ratelimited("peer %u: wrong proof in ACCEPT: stays on TCP\n",
 				    p->domid);
-		vmcf_conn_pass(c, VMCF_FB_AUTH, "peer failed the ISN proof");
+		/* It thinks the ring is on: reset its side; slot kept until then. */
+		c->peer_id = le32_to_cpu(m->peer_conn);
+		vmcf_send_close(p, c, VMC_CLOSE_RST);
+		WRITE_ONCE(c->state, VMCF_C_PASS);
+		c->why = "peer failed the ISN proof";
+		vmcf_count_fallback(VMCF_FB_AUTH);
+		vmcf_wake(sk);
 	} else if (vmcf_attach_rx(p, c, &m->ring)) {
 		vmcf_conn_pass(c, VMCF_FB_REFUSED, "bad ring in accept");
 	} else {
@@ -1701,9 +1860,11 @@ static void vmcf_rx_close(struct vmcf_peer *p, const struct vmc_msg_conn_end *m)
 		return;
 	sk = vmcf_conn_lock(p, c);
 	if (le32_to_cpu(m->how) == VMC_CLOSE_RST)
-		vmcf_conn_kill(c, ECONNRESET, "reset by the peer");
+		vmcf_conn_kill(c, ECONNRESET, "reset by the peer", false);
+	WRITE_ONCE(c->peer_closed, true);	/* sendmsg: EPIPE */
+	/* The slot is reused only once our socket is gone too. */
 	spin_lock_bh(&p->conn_lock);
-	put = vmcf_slot_put(p, c);	/* sendmsg sees slot < 0: EPIPE */
+	put = !c->sk && vmcf_slot_put(p, c);
 	spin_unlock_bh(&p->conn_lock);
 	vmcf_wake(sk);
 	vmcf_conn_unlock(sk);
@@ -1774,6 +1935,9 @@ static void vmcf_conns_down(struct vmcf_peer *p)
 	unsigned int i;
 	bool put;
 
+	spin_lock_bh(&p->conn_lock);
+	p->closing = true;	/* the probe attaches nothing from now on */
+	spin_unlock_bh(&p->conn_lock);
 	/* Every connection with a socket, then the zombies holding slots. */
 	for (;;) {
 		spin_lock_bh(&p->conn_lock);
@@ -1790,7 +1954,7 @@ static void vmcf_conns_down(struct vmcf_peer *p)
 		if (c->state == VMCF_C_WAITING || c->state == VMCF_C_OFFERED)
 			vmcf_conn_pass(c, VMCF_FB_NOT_READY, "peer channel down");
 		else
-			vmcf_conn_kill(c, ECONNRESET, "peer channel down");
+			vmcf_conn_kill(c, ECONNRESET, "peer channel down", false);
 		spin_lock_bh(&p->conn_lock);
 		list_del_init(&c->wnode);
 		put = vmcf_slot_put(p, c);
@@ -2043,6 +2207,7 @@ static void vmcf_chan_close(struct vmcf_peer *p)
 		vmcf_pool_destroy(p);
 	spin_lock_bh(&p->tx_lock);
 	vmcf_backlog_free(p);
+	p->tx_dead = true;	/* the out page goes below */
 	spin_unlock_bh(&p->tx_lock);
 	vmcf_pending_free(p);
 	if (p->irq >= 0) {
@@ -2103,6 +2268,12 @@ static int vmcf_chan_open(struct vmcf_peer *p)
 			    VMC_CTRL_DATA_SIZE, true);
 	if (err)
 		goto err_close;
+	spin_lock_bh(&p->tx_lock);
+	p->tx_dead = false;
+	spin_unlock_bh(&p->tx_lock);
+	spin_lock_bh(&p->conn_lock);
+	p->closing = false;
+	spin_unlock_bh(&p->conn_lock);
 	err = gnttab_grant_foreign_access(p->domid,
 					  xen_page_to_gfn(virt_to_page(p->out_page)),
 					  0);

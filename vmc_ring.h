@@ -250,6 +250,20 @@ static inline long vmc_ring_avail_peek(const struct vmc_ring *r)
 	return vmc_ring_check(prod, READ_ONCE(r->pos), r->size);
 }
 
+/*
+ * vmc_ring_cons_ask - like vmc_ring_cons_wait(), for poll() and readers
+ * that return EAGAIN: asks for an event on the next byte without touching
+ * private state, and returns the bytes available re-checked.  The smp_mb()
+ * pairs with the one in vmc_ring_produce().
+ */
+static inline long vmc_ring_cons_ask(struct vmc_ring *r)
+{
+	WRITE_ONCE(r->hdr->prod_event, cpu_to_le32(READ_ONCE(r->pos) + 1));
+	/* Pairs with smp_mb() in vmc_ring_produce(). */
+	smp_mb();
+	return vmc_ring_avail_peek(r);
+}
+
 /* Should an index move from @old to @new wake a peer that asked at @event? */
 static inline bool vmc_ring_event_due(u32 event, u32 old, u32 new)
 {
