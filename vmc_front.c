@@ -376,6 +376,7 @@ static bool vmcf_send(struct vmcf_peer *p, const void *msg)
 	u32 len = le16_to_cpu(h->len);
 	struct vmcf_queued *q;
 	bool notify, ok = true;
+	unsigned int queued;
 
 	q = kmalloc(sizeof(*q) + len, GFP_ATOMIC);
 	spin_lock_bh(&p->tx_lock);
@@ -389,10 +390,13 @@ static bool vmcf_send(struct vmcf_peer *p, const void *msg)
 		q = NULL;
 	}
 	notify = vmcf_flush_locked(p);
+	queued = p->backlog_len;
 	spin_unlock_bh(&p->tx_lock);
 	kfree(q);
 	if (notify)
 		vmcf_notify(p);
+	if (queued && vmcf_wq)
+		queue_delayed_work(vmcf_wq, &p->tick, HZ);
 	if (!ok)
 		pr_warn_ratelimited("peer %u: control message %u dropped: backlog full\n",
 				    p->domid, h->type);
@@ -1895,14 +1899,25 @@ static void vmcf_wake_conns(struct vmcf_peer *p)
 	}
 }
 
-/* Once a second while offers wait: refuse the stale ones. */
+/*
+ * Once a second while offers wait or control messages are queued: refuse
+ * stale offers, and push the queue (a safety net: the peer's event when it
+ * makes room should have done it).
+ */
 static void vmcf_tick(struct work_struct *work)
 {
 	struct vmcf_peer *p = container_of(to_delayed_work(work),
 					   struct vmcf_peer, tick);
 	struct vmcf_pending *pend, *tmp;
 	LIST_HEAD(stale);
-	bool again;
+	bool again, notify;
+
+	spin_lock_bh(&p->tx_lock);
+	notify = vmcf_flush_locked(p);
+	again = p->backlog_len;
+	spin_unlock_bh(&p->tx_lock);
+	if (notify)
+		vmcf_notify(p);
 
 	spin_lock_bh(&p->conn_lock);
 	list_for_each_entry_safe(pend, tmp, &p->pending, list) {
@@ -1911,7 +1926,7 @@ static void vmcf_tick(struct work_struct *work)
 			p->nr_pending--;
 		}
 	}
-	again = p->nr_pending;
+	again |= p->nr_pending;
 	spin_unlock_bh(&p->conn_lock);
 	list_for_each_entry_safe(pend, tmp, &stale, list) {
 		vmcf_count_fallback(VMCF_FB_TIMEOUT);

@@ -37,10 +37,16 @@ all_up() {	# every DomU sees every other DomU's channel up
 		[ "$(chan "$a" "$b")" = up ] || return 1
 	done; done
 }
-resources_are() {	# resources_are DOMU N: N grants, maps and event channels
-	[ "$(stat_of "$1" grants_in_use)" = "$2" ] &&
-	[ "$(stat_of "$1" mapped_pages)" = "$2" ] &&
-	[ "$(stat_of "$1" event_channels)" = "$2" ]
+# Per peer a DomU holds 1 event channel, 1 + P grants (its control page and
+# its ring pool of P pages) and 1 + P' mappings (the peer's control page and
+# pool); every peer here runs the same parameters, so the counts are
+# multiples of one peer's cost.
+res() { echo "$(stat_of "$1" grants_in_use) $(stat_of "$1" mapped_pages) $(stat_of "$1" event_channels)"; }
+resources_are() {	# resources_are DOMU N: what N peers hold, exactly
+	local g m e
+	read -r g m e < <(res "$1")
+	[ "$e" = "$2" ] && [ -n "$g" ] && [ "$g" = $(( per_grants * $2 )) ] &&
+	[ "$m" = $(( per_maps * $2 )) ]
 }
 all_down() {
 	local d
@@ -71,9 +77,15 @@ done
 check "domu1 lists domu2 with $(ip4 domu2) and an fd99:: address" \
 	is '[[ "$(peer_line domu1 domu2)" =~ $(ip4 domu2).*fd99:: || "$(peer_line domu1 domu2)" =~ fd99::.*$(ip4 domu2) ]]'
 
-# 2. resources: one of each per peer; HELLO seen from every peer
+# 2. resources: the same per peer everywhere; HELLO seen from every peer
+wait_until 20 is '[ "$(stat_of domu1 mapped_pages)" -gt $((npeers * 1)) ]'	# pools mapped
+read -r g m e < <(res domu1)
+per_grants=$(( g / npeers )); per_maps=$(( m / npeers ))
+echo "domu1 holds $g grants, $m mappings, $e event channels for $npeers peers"
+check "each peer costs a control page and a whole ring pool ($per_grants grants, $per_maps mappings)" \
+	is '[ $per_grants -gt 1 ] && [ $per_maps -gt 1 ] && [ $((per_grants * npeers)) = $g ]'
 for d in $LAB_DOMUS; do
-	check "$d: $npeers grants, mappings, event channels" resources_are "$d" $npeers
+	check "$d: $npeers peers' grants, mappings, event channels" wait_until 20 resources_are "$d" $npeers
 	check "$d: HELLO from every peer" is '[ "$(stat_of '"$d"' control_msgs_in)" -ge '$npeers' ]'
 done
 

@@ -31,8 +31,9 @@ show() {
 
 # transfer FROM TO ADDR PORT MiB: checksummed stream, returns 0 when intact
 transfer() {
-	local from=$1 to=$2 addr=$3 port=$4 mib=$5 tx rx
-	x "$to" "rm -f /tmp/rx.md5; (nc -l $port | md5sum | cut -c1-32 > /tmp/rx.md5) > /dev/null 2>&1 &"
+	local from=$1 to=$2 addr=$3 port=$4 mib=$5 tx rx v=-4
+	case $addr in *:*) v=-6 ;; esac
+	x "$to" "rm -f /tmp/rx.md5; (nc $v -l $port | md5sum | cut -c1-32 > /tmp/rx.md5) > /dev/null 2>&1 &"
 	wait_until 20 x "$to" "ss -ltn | grep -q ':$port '"
 	tx=$(x "$from" "head -c ${mib}M /dev/urandom > /tmp/tx.bin && md5sum < /tmp/tx.bin | cut -c1-32")
 	t0=$(date +%s.%N)
