@@ -60,8 +60,8 @@ if [ "${XENVMC_SKIP_LAB:-0}" = 1 ]; then
 elif [ "$built" -ne 0 ]; then
 	echo "=== lab: not run: the modules did not build"; failed=$((failed + 1))
 else
-	LAB_TEST_TIMEOUT=${LAB_TEST_TIMEOUT:-2400} \
-		counted lab test/out/lab.log test/lab.sh run test/lab-tests/suite.sh test/lab-tests/*.sh
+	export LAB_TEST_TIMEOUT=${LAB_TEST_TIMEOUT:-2400}
+	counted lab test/out/lab.log test/lab.sh run test/lab-tests/suite.sh test/lab-tests/*.sh
 fi
 
 echo "make check: $(( $(date +%s) - t0 )) s"
