@@ -143,6 +143,7 @@ struct vmcf_peer {
 	int irq;			/* < 0: not bound */
 	bool stopping;			/* handler must only EOI */
 	unsigned long eoi_pending;	/* bit 0: an event awaits its EOI */
+	int eoi_irq;			/* the irq that event came on */
 	struct work_struct work;
 	struct delayed_work tick;	/* expires pending offers */
 
@@ -180,7 +181,7 @@ struct vmcf_peer {
 	struct list_head pending;	/* OFFERs that came before the socket */
 	unsigned int nr_pending;
 
-	unsigned long msgs_in, msgs_out, bad_msgs;
+	unsigned long msgs_in, msgs_out, bad_msgs, events;
 	struct rcu_head rcu;
 };
 
@@ -2138,7 +2139,7 @@ static void vmcf_work(struct work_struct *work)
 	vmcf_wake_conns(p);
 	/* Unmask only an event that was delivered; runs also unprompted. */
 	if (test_and_clear_bit(0, &p->eoi_pending))
-		xen_irq_lateeoi(p->irq, eoi);
+		xen_irq_lateeoi(READ_ONCE(p->eoi_irq), eoi);
 }
 
 /*
@@ -2154,7 +2155,17 @@ static irqreturn_t vmcf_interrupt(int irq, void *dev_id)
 		xen_irq_lateeoi(irq, XEN_EOI_FLAG_SPURIOUS);
 		return IRQ_HANDLED;
 	}
+	/*
+	 * Xen raises a freshly bound interdomain port at once, so this can
+	 * run inside request_irq(), before vmcf_bind_irq() has stored p->irq:
+	 * the EOI must use the irq we were called for, or the port stays
+	 * masked for good.  The bit orders the store for the work item.
+	 */
+	WRITE_ONCE(p->eoi_irq, irq);
+	/* Pairs with test_and_clear_bit() (a full barrier) in vmcf_work(). */
+	smp_mb__before_atomic();
 	set_bit(0, &p->eoi_pending);
+	p->events++;
 	queue_work(vmcf_wq, &p->work);
 	return IRQ_HANDLED;
 }
@@ -2694,6 +2705,35 @@ static void vmcf_show_addr(struct seq_file *m, const struct vmc_tuple *t,
 		seq_printf(m, "[%pI6c]:%u", addr, port);
 }
 
+/* One line per peer channel, for debugging the control plane. */
+static int vmcf_channels_show(struct seq_file *m, void *v)
+{
+	struct vmcf_peer *p;
+
+	seq_puts(m, "domid state irq port out_prod out_cons in_prod in_cons backlog rpool_got rpool_pages rpool_ready peer_ready msgs_in msgs_out events\n");
+	mutex_lock(&vmcf_lock);
+	list_for_each_entry(p, &vmcf_peers, list) {
+		seq_printf(m, "%u %s %d %u ", p->domid,
+			   vmcf_state_name[READ_ONCE(p->state)], p->irq, p->port);
+		if (p->out_page)
+			seq_printf(m, "%u %u ", le32_to_cpu(READ_ONCE(p->out.hdr->prod)),
+				   le32_to_cpu(READ_ONCE(p->out.hdr->cons)));
+		else
+			seq_puts(m, "- - ");
+		if (p->mapped)
+			seq_printf(m, "%u %u ", le32_to_cpu(READ_ONCE(p->in.hdr->prod)),
+				   le32_to_cpu(READ_ONCE(p->in.hdr->cons)));
+		else
+			seq_puts(m, "- - ");
+		seq_printf(m, "%u %u %u %d %d %lu %lu %lu\n", p->backlog_len,
+			   p->rpool_got, p->rpool_pages, READ_ONCE(p->rpool_ready),
+			   READ_ONCE(p->peer_ready), p->msgs_in, p->msgs_out,
+			   p->events);
+	}
+	mutex_unlock(&vmcf_lock);
+	return 0;
+}
+
 static int vmcf_connections_show(struct seq_file *m, void *v)
 {
 	struct vmcf_conn *c;
@@ -2869,6 +2909,8 @@ static int __init vmcf_init(void)
 				vmcf_peers_show) ||
 	    !proc_create_single("connections", 0444, vmcf_proc_dir,
 				vmcf_connections_show) ||
+	    !proc_create_single("channels", 0444, vmcf_proc_dir,
+				vmcf_channels_show) ||
 	    !proc_create_single("stats", 0444, vmcf_proc_dir,
 				vmcf_stats_show)) {
 		pr_err("not loaded: cannot create /proc/xenvmc entries\n");
