@@ -145,6 +145,17 @@ lab-unload front domu3 > /dev/null
 lab-load front domu3 > /dev/null
 check "domu3 reloaded after garbage: all channels up" wait_until 20 all_up
 
+# 7. each module refuses the wrong kind of domain, saying why
+kv1=$(x domu1 uname -r)
+lab-exec -t 60 domu1 "cat > /tmp/vmc_back.ko" < /lab/modules/$kv1/vmc_back.ko
+check "vmc_back refuses to load in a DomU, with a reason in dmesg" \
+	is '! x domu1 "insmod /tmp/vmc_back.ko" && x domu1 "dmesg | grep -q \"xenvmc-back: not loaded: vmc_back runs in Xen Dom0 only\""'
+check "vmc_front refuses to load in Dom0, with a reason in dmesg" \
+	is '! insmod /lab/modules/$(uname -r)/vmc_front.ko 2>/dev/null && dmesg | grep -q "xenvmc-front: not loaded: vmc_front runs in a Xen DomU only"'
+check "vmc_front refuses a bad parameter, naming it" \
+	is '! x domu3 "rmmod vmc_front; insmod /lab/modules/\$(uname -r)/vmc_front.ko ring_kb=3" && x domu3 "dmesg | grep -q \"not loaded: ring_kb=3\""'
+lab-load front domu3 > /dev/null
+
 [ "$fail" = 0 ] || show
 echo "$pass passed, $fail failed"
 [ "$fail" = 0 ]
