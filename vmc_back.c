@@ -235,17 +235,6 @@ static bool vmcb_owns(const struct vmcb_dom *d, unsigned int i)
 	return true;
 }
 
-static void vmcb_hex(char *p, const u8 *b, unsigned int n)
-{
-	static const char hex[] = "0123456789abcdef";
-
-	while (n--) {
-		*p++ = hex[*b >> 4];
-		*p++ = hex[*b++ & 15];
-	}
-	*p = '\0';
-}
-
 /* The entry body "<macs> <owned addrs>", or "" when @d is no peer. */
 static void vmcb_compose(struct vmcb_dom *d, char *body)
 {
@@ -263,9 +252,9 @@ static void vmcb_compose(struct vmcb_dom *d, char *body)
 	for (i = 0; i < d->nr_macs; i++) {
 		if (i)
 			*p++ = ',';
-		vmcb_hex(p, d->macs[i], ETH_ALEN);
-		p += 2 * ETH_ALEN;
+		p = vmc_xs_put_hex(p, d->macs[i], ETH_ALEN);
 	}
+	*p = '\0';
 	for (i = 0; i < d->nr_addrs; i++) {
 		if (vmcb_owns(d, i))
 			owned[n++] = d->addrs[i];

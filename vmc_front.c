@@ -241,17 +241,14 @@ struct vmcf_conn {
 	enum vmcf_conn_state state;
 	bool active;			/* we connected, and offer */
 	bool rx_attached;
-	bool rx_fin;			/* CLOSE FIN: nothing after final */
 	bool peer_closed;		/* its CLOSE came: it reads no more */
 	bool closing;			/* our close() began: no ops swap */
-	u32 rx_final;
 	int err;			/* sticky error for the socket */
 	struct vmc_tuple tuple;		/* as we see it */
 	u32 isn_local, isn_remote;
 	u32 rx_cut;			/* peer's write_seq at its cut */
 	unsigned int tcp_senders;	/* tcp_sendmsg() calls in flight */
 	struct vmc_msg_conn_offer *deferred;	/* OFFER waiting for them */
-	unsigned long offered_at;
 	struct vmc_ring tx, rx;
 	u64 tx_bytes, rx_bytes;
 	const char *why;		/* why it is not accelerated */
@@ -1058,7 +1055,6 @@ static void vmcf_state_probe(void *data, const struct sock *csk,
 	if (c->active) {
 		err = vmcf_slot_get(p, c);
 		c->state = VMCF_C_OFFERED;
-		c->offered_at = jiffies;
 	} else {
 		err = 0;
 		c->state = VMCF_C_WAITING;

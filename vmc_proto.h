@@ -536,22 +536,30 @@ static inline int vmc_xs_parse_addrs(const char *s, unsigned int len,
 	return n;
 }
 
+/* Write @n bytes as 2 * @n lower-case hex digits; returns the end. */
+static inline char *vmc_xs_put_hex(char *p, const u8 *b, unsigned int n)
+{
+	static const char hex[] = "0123456789abcdef";
+
+	while (n--) {
+		*p++ = hex[*b >> 4];
+		*p++ = hex[*b++ & 15];
+	}
+	return p;
+}
+
 /* Format @n addresses into @buf (VMC_XS_ADDRS_MAX + 1 bytes). */
 static inline void vmc_xs_format_addrs(char *buf, const struct vmc_addr *a,
 				       unsigned int n)
 {
-	static const char hex[] = "0123456789abcdef";
-	unsigned int i, j, bytes;
+	unsigned int i;
 	char *p = buf;
 
 	for (i = 0; i < n && i < VMC_MAX_ADDRS; i++) {
-		bytes = a[i].family == VMC_AF_INET ? 4 : 16;
 		if (i)
 			*p++ = ' ';
-		for (j = 0; j < bytes; j++) {
-			*p++ = hex[a[i].addr[j] >> 4];
-			*p++ = hex[a[i].addr[j] & 15];
-		}
+		p = vmc_xs_put_hex(p, a[i].addr,
+				   a[i].family == VMC_AF_INET ? 4 : 16);
 	}
 	*p = '\0';
 }
