@@ -13,7 +13,16 @@
 # 3, 4 and 5 are retried up to LAB_RETRIES times. See test/lab/README.md.
 set -euo pipefail
 
-LAB_SH=$(readlink -f "${BASH_SOURCE[0]}")
+# Run from a private copy: bash reads a script as it goes, so editing lab.sh while a lab runs
+# (hours of TCG) would otherwise change the running one.  The copy unlinks itself at once.
+if [ -z "${LAB_SH_ORIG:-}" ]; then
+    LAB_SH_ORIG=$(readlink -f "${BASH_SOURCE[0]}")
+    LAB_SH_COPY=$(mktemp /tmp/lab.sh.XXXXXX)
+    cp "$LAB_SH_ORIG" "$LAB_SH_COPY"
+    LAB_SH_ORIG=$LAB_SH_ORIG exec bash "$LAB_SH_COPY" "$@"
+fi
+rm -f "${BASH_SOURCE[0]}"
+LAB_SH=$LAB_SH_ORIG
 TEST_DIR=$(dirname "$LAB_SH")
 REPO=$(dirname "$TEST_DIR")
 LAB_DIR=$TEST_DIR/lab
@@ -375,7 +384,7 @@ make_workdisk() {
         cp -a "$f" "$w/files/"
     done
     if [ -d "$REPO/build" ]; then
-        (cd "$REPO/build" && find . -name '*.ko' -print0 | cpio -0 -pdm --quiet "$w/modules/") || true
+        (cd "${LAB_BUILD:-$REPO/build}" && find . -name '*.ko' -print0 | cpio -0 -pdm --quiet "$w/modules/") || true
     fi
     # every LAB_* variable of the caller goes to Dom0
     local v
