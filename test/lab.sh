@@ -307,7 +307,22 @@ cmd_build() {
     make_canary_data
     build_image
     cc_memcpy_bw
+    cc_tools
     say "build done in $(( $(now) - t0 )) s: Xen $XEN_VER, kernels $K61 $K612, image $IMG"
+}
+
+# Every test/tools/*.c becomes a static binary that each run puts in /lab/files/ (lab-exec can
+# then copy it into a DomU: lab-exec domu1 'cat > /tmp/x && chmod +x /tmp/x' < /lab/files/x).
+cc_tools() {
+    local c out
+    mkdir -p "$CACHE/tools"
+    for c in "$TEST_DIR"/tools/*.c; do
+        [ -e "$c" ] || continue
+        out=$CACHE/tools/$(basename "$c" .c)
+        if [ ! -x "$out" ] || [ "$c" -nt "$out" ]; then
+            gcc -O2 -Wall -Wextra -Werror -static -pthread -o "$out" "$c" || die "cannot build $c"
+        fi
+    done
 }
 
 cc_memcpy_bw() {
@@ -383,7 +398,10 @@ make_workdisk() {
         [ -e "$f" ] || die "extra file $f not found"
         cp -a "$f" "$w/files/"
     done
-    if [ -d "$REPO/build" ]; then
+    for f in "$TEST_DIR"/tools/*.c; do
+        [ -e "$f" ] && cp "$CACHE/tools/$(basename "$f" .c)" "$w/files/"
+    done
+    if [ -d "${LAB_BUILD:-$REPO/build}" ]; then
         (cd "${LAB_BUILD:-$REPO/build}" && find . -name '*.ko' -print0 | cpio -0 -pdm --quiet "$w/modules/") || true
     fi
     # every LAB_* variable of the caller goes to Dom0
