@@ -1,0 +1,98 @@
+#!/bin/bash
+# Lab test: integrity and stress over the TCP fast path.  Runs in Dom0:
+#   test/lab.sh run test/lab-tests/suite.sh test/lab-tests/*.sh   (LAB_SUITE="tcpstress.sh")
+#
+# test/tools/xfer (server in domu2, clients in domu1), fast path on (tcp=1):
+#   1. 1 GiB each way at once on one connection, random write sizes 1 B..1 MiB
+#      and random read sizes, content verified at both ends (+ a short plain
+#      TCP stream for the throughput ratio)
+#   2. 1000 concurrent connections, 32 KiB each way, each verified; those
+#      beyond the ring pool stay on TCP (counted, expected)
+#   3. slow reader: 4 streams, one not read for 20 s: the others keep going
+#   4. ping-pong: 8 connections of 1..100-byte request/responses for
+#      LAB_STRESS_PP_SECS (default 180) s; no connection without progress for 30 s
+#   5. nothing left afterwards, no Oops/BUG/WARNING
+pass=0; fail=0
+ok()  { echo "PASS: $*"; pass=$((pass + 1)); }
+bad() { echo "FAIL: $*"; fail=$((fail + 1)); }
+check() { local what=$1; shift; if "$@"; then ok "$what"; else bad "$what"; fi; }
+is() { eval "$*"; }
+x() { lab-exec -n -t 900 "$@"; }
+stat_of() { x "$1" "awk -v k=$2 '\$1 == k {print \$2}' /proc/xenvmc/stats"; }
+wait_until() {
+	local end=$(( $(date +%s) + $1 )); shift
+	until "$@"; do [ "$(date +%s)" -ge "$end" ] && return 1; sleep 0.5; done
+}
+chan_up() { [ "$(x "$1" "awk -v d=$(xl domid "$2") '\$1 == d {print \$3}' /proc/xenvmc/peers")" = up ]; }
+set_tcp() { for d in domu1 domu2; do x $d "echo $1 > /sys/module/vmc_front/parameters/tcp"; done; }
+fallbacks() { x "$1" "grep -E '^(fallback|resets)' /proc/xenvmc/stats | awk '\$2 != 0' | tr '\n' ' '"; }
+PORT=7201
+SRV=10.99.0.12
+PP_SECS=${LAB_STRESS_PP_SECS:-180}
+
+# xfer_run LABEL ARGS...: runs xfer in domu1, shows its output, true on RESULT ... OK
+xfer_run() {
+	local label=$1 out t0 acc0 acc1; shift
+	acc0=$(stat_of domu1 accelerated_total)
+	t0=$(date +%s)
+	out=$(x domu1 "ulimit -n 8192; /tmp/xfer $*" 2>&1)
+	acc1=$(stat_of domu1 accelerated_total)
+	echo "$out" | sed 's/^/    /'
+	echo "    ($label: xfer $*: $(( $(date +%s) - t0 )) s; accelerated_total in domu1 +$((acc1 - acc0)); non-zero fallback/reset counters: $(fallbacks domu1))"
+	last_acc=$((acc1 - acc0))
+	echo "$out" | grep -q '^RESULT [a-z]* OK'
+}
+
+lab-unload front > /dev/null
+LAB_FRONT_PARAMS="tcp=1" lab-load front > /dev/null
+for d in domu1 domu2; do
+	x $d 'cat > /tmp/xfer && chmod +x /tmp/xfer' < "$LAB_FILES/xfer"
+done
+check "channels up (domu1 <-> domu2)" wait_until 60 is 'chan_up domu1 domu2 && chan_up domu2 domu1'
+sleep 2		# pools exchanged after HELLO
+x domu2 "ulimit -n 8192; (/tmp/xfer server $PORT > /tmp/xfer-server.log 2>&1 & echo \$! > /tmp/xfer-server.pid) > /dev/null 2>&1"
+check "xfer server listening in domu2" wait_until 30 x domu2 "ss -ltn | grep -q ':$PORT '"
+
+# 1. streams
+lab-canary pause > /dev/null 2>&1
+set_tcp 0
+xfer_run "plain TCP" stream $SRV $PORT 128 1
+echo "reference: 128 MiB each way over plain netfront TCP (above)"
+set_tcp 1
+check "warm-up: 64 MiB each way over XenVMC verified" xfer_run "warm-up" stream $SRV $PORT 64 2
+check "1 GiB each way at once, random sizes, verified both ends" xfer_run "1 GiB" stream $SRV $PORT 1024 3
+check "the 1 GiB connection was accelerated" is '[ "$last_acc" -ge 1 ]'
+lab-canary resume > /dev/null 2>&1
+
+# 2. 1000 connections
+check "1000 concurrent connections, each verified" xfer_run "1000 connections" many $SRV $PORT 1000 32
+echo "1000 connections: $last_acc accelerated (accelerated_total), the rest on TCP (pool_rings=$(x domu1 cat /sys/module/vmc_front/parameters/pool_rings) per peer and direction)"
+check "some of the 1000 connections were accelerated" is '[ "$last_acc" -ge 1 ]'
+check "connections drained after the 1000 (domu1, domu2)" \
+	wait_until 120 is '[ "$(stat_of domu1 connections)" = 0 ] && [ "$(stat_of domu2 connections)" = 0 ]'
+
+# 3. slow reader
+check "slow reader: the other connections keep going" xfer_run "slow reader" slow $SRV $PORT 4 60 20
+check "the slow-reader connections were accelerated" is '[ "$last_acc" -ge 4 ]'
+
+# 4. ping-pong
+check "ping-pong ${PP_SECS} s, 8 connections, no stall > 30 s" xfer_run "ping-pong" pingpong $SRV $PORT 8 "$PP_SECS" 30
+check "the ping-pong connections were accelerated" is '[ "$last_acc" -ge 8 ]'
+
+# 5. the end
+check "xfer server still running (no crash)" x domu2 'kill -0 $(cat /tmp/xfer-server.pid)'
+x domu2 'kill $(cat /tmp/xfer-server.pid); cat /tmp/xfer-server.log' | sed 's/^/    server: /'
+check "no connection left in domu1 and domu2" \
+	wait_until 120 is '[ "$(stat_of domu1 connections)" = 0 ] && [ "$(stat_of domu2 connections)" = 0 ]'
+check "no Oops/BUG/WARNING in the DomUs" \
+	is '! x domu1 "dmesg | grep -E \"Oops|BUG:|WARNING:\"" && ! x domu2 "dmesg | grep -E \"Oops|BUG:|WARNING:\""'
+if [ "$fail" != 0 ]; then
+	for d in domu1 domu2; do
+		echo "--- $d stats"; x $d cat /proc/xenvmc/stats | grep -v ' 0$'
+		echo "--- $d connections (first 20)"; x $d 'head -20 /proc/xenvmc/connections'
+		echo "--- $d dmesg"; x $d 'dmesg | grep -i -E "xenvmc|BUG|WARN|Oops" | tail -30'
+	done
+fi
+set_tcp 0
+echo "$pass passed, $fail failed"
+[ "$fail" = 0 ]
