@@ -8,6 +8,10 @@
 #   make unit            user-space ring/protocol tests, TSan stress, fuzz smoke
 #   make fuzz            longer libFuzzer runs (FUZZ_RUNS per target)
 #   make modules-all     W=1 C=1 builds for every series in test/kernels.sh
+#   make install         modules_install into KDIR's kernel (extra/ or updates/), depmod
+#   make dkms-install    register with DKMS, build and install for KDIR's kernel
+#   make dkms-remove     remove every DKMS build and /usr/src/xenvmc-*
+#   make dkms-check      the DKMS packaging test (root; both kernel series)
 #   make lab / bench / demo
 #
 # Kbuild part: the kernel's make reads this file again with KERNELRELEASE set.
@@ -40,12 +44,42 @@ KDIR ?= $(or $(wildcard /lib/modules/$(shell uname -r)/build), \
 		grep -v -e -cloud- -e -rt- | sort -V)))
 
 .PHONY: all modules clean check deps unit fuzz modules-all checkpatch lab bench demo
+.PHONY: install dkms-install dkms-remove dkms-check
+
+# The release of KDIR's kernel, and the DKMS package (dkms.conf).
+KRELEASE = $(shell sed -n 's/^\#define UTS_RELEASE "\(.*\)"/\1/p' $(KDIR)/include/generated/utsrelease.h 2>/dev/null)
+# modules_install signs only with the kernel's own build key, which a
+# distribution's headers do not ship: then it does not try (README: Secure Boot).
+SIGN_KEY = $(shell sed -n 's/^CONFIG_MODULE_SIG_KEY="\(.*\)"/\1/p' $(KDIR)/.config 2>/dev/null)
+NOSIGN = $(if $(wildcard $(KDIR)/$(SIGN_KEY)),,CONFIG_MODULE_SIG_ALL=)
+DKMS_VERSION = $(shell sed -n 's/^PACKAGE_VERSION="\(.*\)"/\1/p' $(CURDIR)/dkms.conf)
+DKMS_SRC = /usr/src/xenvmc-$(DKMS_VERSION)
+DKMS_FILES = Makefile dkms.conf vmc_back.c vmc_front.c vmc_ring.h vmc_proto.h
+
 
 all: modules
 
 modules:
 	@test -n "$(KDIR)" || { echo "xenvmc: no kernel headers found: apt-get install linux-headers-amd64 (or make KDIR=/path/to/build)" >&2; exit 1; }
 	$(MAKE) -C $(KDIR) M=$(CURDIR) modules
+
+install: modules
+	$(MAKE) -C $(KDIR) M=$(CURDIR) $(NOSIGN) modules_install
+	depmod $(if $(INSTALL_MOD_PATH),-b $(INSTALL_MOD_PATH)) -a $(KRELEASE)
+
+dkms-install:
+	@test -n "$(KRELEASE)" || { echo "xenvmc: no kernel release for KDIR '$(KDIR)'" >&2; exit 1; }
+	dkms status xenvmc/$(DKMS_VERSION) | grep -q . && dkms remove xenvmc/$(DKMS_VERSION) --all || true
+	rm -rf $(DKMS_SRC) && mkdir -p $(DKMS_SRC) && cp $(DKMS_FILES) $(DKMS_SRC)/
+	dkms add xenvmc/$(DKMS_VERSION)
+	dkms install xenvmc/$(DKMS_VERSION) -k $(KRELEASE)
+
+dkms-remove:
+	-dkms remove xenvmc/$(DKMS_VERSION) --all
+	rm -rf /usr/src/xenvmc-*
+
+dkms-check:
+	test/dkms.sh
 
 clean:
 	@if [ -n "$(KDIR)" ]; then $(MAKE) -C $(KDIR) M=$(CURDIR) clean; fi

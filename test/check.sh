@@ -5,8 +5,9 @@
 #   1. deps        install build/test packages (idempotent)
 #   2. kbuild      both modules, W=1 C=1, for the 6.1 and 6.12 series
 #   3. checkpatch  --strict on every kernel source
-#   4. unit        ring/protocol unit tests, TSan stress, fuzz smoke
-#   5. lab         real Xen in QEMU: test/lab-tests/*.sh in one boot
+#   4. dkms        dkms add/build/install/remove for both series, modinfo
+#   5. unit        ring/protocol unit tests, TSan stress, fuzz smoke
+#   6. lab         real Xen in QEMU: test/lab-tests/*.sh in one boot
 #
 # Every stage runs even when an earlier one failed (except what depends on
 # it), and the last line is the total: "N passed, N failed".
@@ -53,6 +54,7 @@ stage deps test/deps.sh || { echo "0 passed, 1 failed"; exit 1; }
 stage kbuild test/kbuild.sh
 built=$?
 stage checkpatch test/checkpatch.sh
+counted dkms test/out/dkms.log test/dkms.sh
 counted unit test/out/unit.log make -s -C test unit
 
 if [ "${XENVMC_SKIP_LAB:-0}" = 1 ]; then

@@ -255,15 +255,9 @@ build_image() {
 127.0.0.1 localhost
 ::1 localhost ip6-localhost ip6-loopback
 10.99.0.1 dom0
-10.99.0.11 domu1
-10.99.0.12 domu2
-10.99.0.13 domu3
-10.99.0.14 domu4
+$(for i in $(seq 1 32); do echo "10.99.0.$((10 + i)) domu$i"; done)
 fd99::1 dom0
-fd99::11 domu1
-fd99::12 domu2
-fd99::13 domu3
-fd99::14 domu4
+$(for i in $(seq 1 32); do echo "fd99::$((10 + i)) domu$i"; done)
 EOF
     echo lab > "$t/etc/hostname"
     cat > "$t/root/.ssh/config" <<EOF
