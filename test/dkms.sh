@@ -24,6 +24,9 @@ log=$top/test/out/dkms
 mkdir -p "$log"
 
 [ "$(id -u)" = 0 ] || { bad "dkms test needs root"; finish; }
+# one DKMS test at a time on this machine (the DKMS tree and /usr/src are shared)
+exec 8> /run/xenvmc-dkms.lock
+flock -n 8 || { echo "dkms: another DKMS test is running; waiting for it"; flock 8; }
 if ! dpkg-query -W -f='${Status}' dkms 2>/dev/null | grep -q 'ok installed'; then
 	echo "dkms: installing Debian's dkms"
 	export DEBIAN_FRONTEND=noninteractive
