@@ -3,9 +3,9 @@
  * XenVMC DomU module: moves TCP and UDP traffic to a co-resident DomU
  * through shared memory (grant tables + event channels).
  *
- * What runs today: membership, control channels, ring pools and the TCP
- * fast path (below); UDP and moving connections back to TCP on migration
- * or unload are still to come.
+ * What runs today: membership, control channels, ring pools, the TCP
+ * fast path and moving its connections back to TCP (unload, suspend and
+ * migration, tcp=0, MSG_OOB, TCP_ULP, peer gone); UDP is still to come.
  *   - This DomU's addresses are claimed under its own XenStore data/xenvmc
  *     node (the only place a DomU can write); Dom0 (vmc_back) decides who
  *     owns what and writes the peer table into xenvmc/peers, where only Dom0
@@ -58,6 +58,9 @@
 #include <asm/ioctls.h>
 #include <linux/vmalloc.h>
 #include <linux/bitmap.h>
+#include <linux/platform_device.h>
+#include <linux/delay.h>
+#include <linux/sched/signal.h>
 #include <linux/hashtable.h>
 #include <linux/tracepoint.h>
 #include <linux/refcount.h>
@@ -87,8 +90,18 @@
 #define VMCF_VERSION "0.3"
 
 static bool tcp;
-module_param(tcp, bool, 0644);
-MODULE_PARM_DESC(tcp, "Accelerate new TCP connections to co-resident peers (default off until lab-proven; existing ones are not touched)");
+static int vmcf_set_tcp(const char *val, const struct kernel_param *kp);
+static const struct kernel_param_ops vmcf_tcp_ops = {
+	.set = vmcf_set_tcp,
+	.get = param_get_bool,
+};
+
+module_param_cb(tcp, &vmcf_tcp_ops, &tcp, 0644);
+MODULE_PARM_DESC(tcp, "Accelerate new TCP connections to co-resident peers (default off until lab-proven); writing 0 moves accelerated ones back to TCP");
+static unsigned short exclude_ports[16];
+static unsigned int nr_exclude_ports;
+module_param_array(exclude_ports, ushort, &nr_exclude_ports, 0644);
+MODULE_PARM_DESC(exclude_ports, "TCP ports (local or remote, up to 16, comma-separated) whose connections always stay on TCP");
 static unsigned int ring_kb = 64;
 module_param(ring_kb, uint, 0444);
 MODULE_PARM_DESC(ring_kb, "Ring per connection and direction, KiB (4-1024, power of two, default 64)");
@@ -98,6 +111,8 @@ MODULE_PARM_DESC(pool_rings, "Rings granted to each peer, i.e. accelerated conne
 
 #define VMCF_BACKLOG_MAX	1024	/* control messages waiting for ring room */
 #define VMCF_PENDING_TIMEOUT	(3 * HZ)
+#define VMCF_REVERT_TIMEOUT	(2 * HZ)	/* peer's answer to REVERT */
+#define VMCF_DRAIN_WAIT		(5 * HZ)	/* unload: saved bytes still unread */
 #define VMCF_PENDING_MAX	64
 
 enum vmcf_chan_state {
@@ -186,35 +201,53 @@ struct vmcf_peer {
 };
 
 /*
- * Connection states (struct vmcf_conn, one per TCP socket to a peer):
+ * Connection states (struct vmcf_conn, one per TCP socket to a peer).  The
+ * socket runs our functions (sk_prot, and sock->ops for poll) only while
+ * WAITING, OFFERED, RING, REVERTING or DRAIN; PASS and DEAD sockets have
+ * TCP's own functions back, and a call still inside ours when that happens
+ * restarts (vmcf_restart) or returns what it already moved.
  *
- *  state   | event                              | action                            | next
- *  --------+------------------------------------+-----------------------------------+-------
- *  -       | ESTABLISHED, connect side, pair up | take a ring slot; OFFER at        | OFFERED
- *          |                                    | seq_cut = write_seq; sends wait   |
- *  -       | ESTABLISHED, accept side, pair up  | use an OFFER that came first      | WAITING
- *  -       | ESTABLISHED, anything else         | nothing: plain TCP                | -
- *  OFFERED | ACCEPT, ISN proof and ring valid   | attach the rx ring at rx_cut      | RING
- *  OFFERED | REFUSE, bad proof, channel down    | free the slot                     | PASS
- *  WAITING | OFFER for this 4-tuple, slot free  | socket locked, no TCP send in     | RING
- *          |                                    | flight: cut at write_seq, ACCEPT  |
- *          |                                    | with both ISNs                    |
- *  WAITING | OFFER, no slot or bad ring         | REFUSE                            | PASS
- *  RING    | sendmsg / recvmsg                  | ring; recv reads TCP to rx_cut    | RING
- *  RING    | shutdown(WR) / close               | EOF flag; CLOSE FIN (RST if       | RING
- *          |                                    | unread data)                      |
- *  RING    | CLOSE RST, bad ring, channel down  | socket error ECONNRESET           | DEAD
- *  any     | socket closed or destroyed         | sk_prot restored; our slot kept   | zombie
- *          |                                    | until the peer closes too         |
+ *  state     | event                               | action                            | next
+ *  ----------+-------------------------------------+-----------------------------------+----------
+ *  -         | ESTABLISHED, connect side, pair up  | take a ring slot; OFFER at        | OFFERED
+ *            |                                     | seq_cut = write_seq; sends wait   |
+ *  -         | ESTABLISHED, accept side, pair up   | use an OFFER that came first      | WAITING
+ *  -         | ESTABLISHED, anything else          | nothing: plain TCP (counted)      | -
+ *  OFFERED   | ACCEPT, ISN proof and ring valid    | attach the rx ring at rx_cut      | RING
+ *  OFFERED   | REFUSE, bad proof, channel down     | free the slot, TCP's ops back     | PASS
+ *  WAITING   | OFFER for this 4-tuple, slot free   | no TCP send in flight: cut at     | RING
+ *            |                                     | write_seq, ACCEPT with both ISNs  |
+ *  WAITING   | bad OFFER, no slot, channel down,   | TCP's ops back                    | PASS
+ *            | unload or suspend                   |                                   |
+ *  RING      | sendmsg / recvmsg                   | ring; recv reads TCP to rx_cut    | RING
+ *  RING      | shutdown(WR)                        | EOF flag; TCP's FIN waits for     | RING
+ *            |                                     | close or the move back            |
+ *  RING      | unload, suspend, tcp=0, MSG_OOB,    | stop both rings; REVERT naming    | REVERTING
+ *            | TCP_ULP                             | how far we read the peer's ring   |
+ *  RING      | REVERT(F) from the peer             | REVERTED(our read position);      | PASS
+ *            |                                     | our ring's bytes from F to TCP    |
+ *  REVERTING | REVERTED(F) or REVERT(F)            | our ring's bytes from F to TCP    | PASS
+ *  REVERTING | no answer in VMCF_REVERT_TIMEOUT    | reset                             | DEAD
+ *  RING, REV | peer gone (destroyed, BYE) or its   | save the peer's unread ring bytes | DRAIN
+ *            | socket closed before ours reverts   | (they come before TCP's new ones) |
+ *  DRAIN     | the saved bytes all read            | TCP's ops back                    | PASS
+ *  RING, REV | CLOSE RST, corrupt ring, broken     | RST on TCP too, ECONNRESET, TCP's | DEAD
+ *            | peer, bad REVERT                    | ops back                          |
+ *  taken     | socket closed or destroyed          | TCP's ops back; a RING slot is    | zombie
+ *            |                                     | kept until the peer closes too    |
  *
  * Bytes sent on a ring never use TCP sequence space: TCP stays frozen
- * under the ring at the two cuts.  PASS and WAITING sockets still go
- * through our functions, which hand everything to TCP.
+ * under the ring at the two cuts, and moving back continues it there.  The
+ * sender owns its ring, so it alone can hand its unread bytes to TCP; a
+ * peer that cannot (gone, or its socket closed) leaves them in the ring,
+ * and the receiver saves them instead.
  */
 enum vmcf_conn_state {
 	VMCF_C_WAITING,
 	VMCF_C_OFFERED,
 	VMCF_C_RING,
+	VMCF_C_REVERTING,
+	VMCF_C_DRAIN,
 	VMCF_C_PASS,
 	VMCF_C_DEAD,
 };
@@ -223,16 +256,21 @@ static const char * const vmcf_cstate_name[] = {
 	[VMCF_C_WAITING] = "waiting",
 	[VMCF_C_OFFERED] = "offered",
 	[VMCF_C_RING] = "accelerated",
+	[VMCF_C_REVERTING] = "reverting",
+	[VMCF_C_DRAIN] = "draining",
 	[VMCF_C_PASS] = "tcp",
 	[VMCF_C_DEAD] = "reset",
 };
 
 struct vmcf_conn {
-	struct hlist_node hnode;	/* vmcf_conn_hash, by sk */
+	struct hlist_node hnode;	/* vmcf_conn_hash, by sk, while taken */
 	struct list_head wnode;		/* peer->waiting while WAITING */
 	struct list_head pnode;		/* peer->attached while it has a socket */
 	struct list_head anode;		/* vmcf_conn_all, for /proc */
-	struct sock *sk;		/* NULL once the socket is gone */
+	struct list_head rnode;		/* a vmcf_batch; under vmcf_batch_lock */
+	struct sock *batch_sk;		/* held for that batch */
+	struct sock *sk;		/* while taken; NULL once TCP's again */
+	struct sock *hist_sk;		/* given back: held, for /proc only */
 	struct proto *orig_prot;
 	struct vmcf_peer *peer;		/* NULL once the channel is gone */
 	refcount_t ref;
@@ -243,6 +281,7 @@ struct vmcf_conn {
 	bool rx_attached;
 	bool peer_closed;		/* its CLOSE came: it reads no more */
 	bool closing;			/* our close() began: no ops swap */
+	bool fin_deferred;		/* shutdown(WR) on the ring: TCP FIN later */
 	int err;			/* sticky error for the socket */
 	struct vmc_tuple tuple;		/* as we see it */
 	u32 isn_local, isn_remote;
@@ -250,6 +289,9 @@ struct vmcf_conn {
 	unsigned int tcp_senders;	/* tcp_sendmsg() calls in flight */
 	struct vmc_msg_conn_offer *deferred;	/* OFFER waiting for them */
 	struct vmc_ring tx, rx;
+	u8 *drain;			/* DRAIN: the peer's unread ring bytes */
+	u32 drain_len, drain_off;
+	unsigned long revert_at;	/* REVERT sent (jiffies) */
 	u64 tx_bytes, rx_bytes;
 	const char *why;		/* why it is not accelerated */
 	struct rcu_head rcu;
@@ -272,6 +314,10 @@ struct vmcf_queued {
 static DEFINE_MUTEX(vmcf_lock);		/* the peer list; xenwatch, /proc */
 static LIST_HEAD(vmcf_peers);
 static bool vmcf_stopping;		/* unload under way; under vmcf_lock */
+static bool vmcf_suspended;		/* frozen: no channels; under vmcf_lock */
+static bool vmcf_draining;		/* unload, suspend: accelerate nothing new */
+static atomic_t vmcf_in_close = ATOMIC_INIT(0);	/* close()/destroy() inside TCP's */
+static DEFINE_MUTEX(vmcf_batch_lock);	/* one vmcf_batch at a time */
 static void vmcf_reap(struct work_struct *work);
 static DECLARE_WORK(vmcf_reap_work, vmcf_reap);
 static unsigned int vmcf_domid;
@@ -300,6 +346,8 @@ enum vmcf_fallback {
 	VMCF_FB_AUTH,		/* ISN proof wrong */
 	VMCF_FB_TIMEOUT,
 	VMCF_FB_CTRL_FULL,
+	VMCF_FB_DRAINING,	/* unload or suspend under way */
+	VMCF_FB_EXCLUDED,	/* exclude_ports */
 	VMCF_FB_NR
 };
 
@@ -313,11 +361,16 @@ static const char * const vmcf_fb_name[] = {
 	[VMCF_FB_AUTH] = "fallback_auth_failed",
 	[VMCF_FB_TIMEOUT] = "fallback_handshake_timeout",
 	[VMCF_FB_CTRL_FULL] = "fallback_control_ring_full",
+	[VMCF_FB_DRAINING] = "fallback_unload_or_suspend",
+	[VMCF_FB_EXCLUDED] = "fallback_excluded_port",
 };
 
 static atomic_long_t vmcf_fallbacks[VMCF_FB_NR];
 static atomic_long_t vmcf_accelerated = ATOMIC_LONG_INIT(0);
 static atomic_long_t vmcf_resets = ATOMIC_LONG_INIT(0);
+static atomic_long_t vmcf_reverted = ATOMIC_LONG_INIT(0);	/* back to TCP */
+static atomic_long_t vmcf_resent_bytes = ATOMIC_LONG_INIT(0);	/* ring -> TCP */
+static atomic_long_t vmcf_drained = ATOMIC_LONG_INIT(0);	/* saved rings */
 
 static void vmcf_count_fallback(enum vmcf_fallback why)
 {
@@ -708,6 +761,12 @@ static int vmcf_fam(const struct sock *sk)
 	return sk->sk_family == AF_INET6;
 }
 
+/* TCP's own table for @sk's family. */
+static const struct proto *vmcf_tcp_base(const struct sock *sk)
+{
+	return vmcf_base_prot[vmcf_fam(sk)];
+}
+
 /* Caller holds rcu_read_lock() or the socket lock. */
 static struct vmcf_conn *vmcf_conn_of(const struct sock *sk)
 {
@@ -723,9 +782,9 @@ static void vmcf_conn_put(struct vmcf_conn *c)
 {
 	if (refcount_dec_and_test(&c->ref)) {
 		kfree(c->deferred);
+		kvfree(c->drain);
 		atomic_dec(&vmcf_conns);
 		kfree_rcu(c, rcu);
-		module_put(THIS_MODULE);
 	}
 }
 
@@ -849,13 +908,102 @@ static void vmcf_wake(struct sock *sk)
 static void vmcf_send_close(struct vmcf_peer *p, struct vmcf_conn *c, u32 how);
 
 /*
- * End acceleration with an error the socket reports; socket lock held.
- * With @tell, the peer hears it (CLOSE RST) and resets its side too.
+ * A call that began in our functions finds the socket given back to TCP
+ * (or never found it ours: it raced with that).  Nothing was moved yet, so
+ * the system call restarts, as after a signal with no handler, and this
+ * time enters TCP's own functions.  None of ours ever sleeps inside TCP's:
+ * module unload waits for no blocked reader.
+ */
+static int vmcf_restart(void)
+{
+	set_thread_flag(TIF_NOTIFY_SIGNAL);
+	return -ERESTARTSYS;
+}
+
+/* The conn of a socket we took, with a reference; NULL if none. */
+static struct vmcf_conn *vmcf_conn_get(const struct sock *sk)
+{
+	struct vmcf_conn *c;
+
+	rcu_read_lock();
+	c = vmcf_conn_of(sk);
+	if (c && !refcount_inc_not_zero(&c->ref))
+		c = NULL;
+	rcu_read_unlock();
+	return c;
+}
+
+/* Forget given-back connections whose socket is closed (all: every one). */
+static void vmcf_hist_reap(bool all)
+{
+	struct vmcf_conn *c, *tmp;
+	LIST_HEAD(done);
+
+	spin_lock_bh(&vmcf_conn_hash_lock);
+	list_for_each_entry_safe(c, tmp, &vmcf_conn_all, anode)
+		if (c->hist_sk && (all || sock_flag(c->hist_sk, SOCK_DEAD)))
+			list_move(&c->anode, &done);
+	spin_unlock_bh(&vmcf_conn_hash_lock);
+	list_for_each_entry_safe(c, tmp, &done, anode) {
+		list_del(&c->anode);
+		sock_put(c->hist_sk);
+		vmcf_conn_put(c);
+	}
+}
+
+/*
+ * Give the socket back to TCP's own functions; socket lock held (or the
+ * socket not yet visible).  The socket's reference on @c moves to the
+ * /proc listing, dropped once the socket is closed.  Our ring slot goes
+ * back with @free_slot, when the peer reads it no more (it answered, is
+ * gone, or sent the CLOSE); otherwise the peer's CLOSE frees it later.
+ */
+static void vmcf_untake(struct vmcf_conn *c, bool free_slot)
+{
+	struct sock *sk = c->sk;
+	struct socket *sock = sk->sk_socket;
+	int fam = vmcf_fam(sk);
+	struct vmcf_peer *p;
+	bool put = false;
+
+	WRITE_ONCE(sk->sk_prot, c->orig_prot);
+	if (sock && READ_ONCE(sock->ops) == &vmcf_ops[fam])
+		WRITE_ONCE(sock->ops, vmcf_base_ops[fam]);
+	spin_lock_bh(&vmcf_conn_hash_lock);
+	hash_del_rcu(&c->hnode);
+	c->hist_sk = sk;
+	spin_unlock_bh(&vmcf_conn_hash_lock);
+	/* The peer is freed only an RCU grace period after it let go of c. */
+	rcu_read_lock();
+	p = READ_ONCE(c->peer);
+	if (p) {
+		spin_lock_bh(&p->conn_lock);
+		list_del_init(&c->wnode);
+		list_del_init(&c->pnode);
+		if (free_slot && c->peer == p)
+			put = vmcf_slot_put(p, c);
+		WRITE_ONCE(c->sk, NULL);
+		spin_unlock_bh(&p->conn_lock);
+	}
+	WRITE_ONCE(c->sk, NULL);
+	rcu_read_unlock();
+	if (put)
+		vmcf_conn_put(c);
+	vmcf_wake(sk);
+}
+
+/*
+ * End acceleration with an error the socket reports; socket lock held, in
+ * process context.  With @tell, the peer hears it (CLOSE RST) and resets
+ * its side too; TCP underneath is reset as well (it is frozen at the cut
+ * and could not carry on), and the socket is TCP's again.
  */
 static void vmcf_conn_kill(struct vmcf_conn *c, int err, const char *why,
 			   bool tell)
 {
-	if (c->state == VMCF_C_DEAD || c->state == VMCF_C_PASS)
+	struct sock *sk = c->sk;
+
+	if (!sk || c->state == VMCF_C_DEAD || c->state == VMCF_C_PASS)
 		return;
 	if (tell && c->peer && c->rx_attached && !c->peer_closed)
 		vmcf_send_close(c->peer, c, VMC_CLOSE_RST);
@@ -865,31 +1013,28 @@ static void vmcf_conn_kill(struct vmcf_conn *c, int err, const char *why,
 	atomic_long_inc(&vmcf_resets);
 	pr_warn_ratelimited("connection to peer %u reset: %s\n",
 			    c->peer ? c->peer->domid : 0, why);
-	if (c->sk) {
-		c->sk->sk_err = err;
-		sk_error_report(c->sk);
-	}
+	/* Told, the peer may still be reading our ring until its CLOSE. */
+	vmcf_untake(c, !tell);
+	/* Reads then see the error once and EOF after, as after an RST. */
+	tcp_disconnect(sk, 0);
+	WRITE_ONCE(sk->sk_shutdown, SHUTDOWN_MASK);
+	sock_set_flag(sk, SOCK_DONE);
+	WRITE_ONCE(sk->sk_err, err);
+	sk_error_report(sk);
 }
 
 /* Stay on TCP; socket lock held (or the socket not yet visible). */
 static void vmcf_conn_pass(struct vmcf_conn *c, enum vmcf_fallback fb,
 			   const char *why)
 {
-	struct vmcf_peer *p = c->peer;
-	bool put = false;
-
 	WRITE_ONCE(c->state, VMCF_C_PASS);
 	c->why = why;
 	vmcf_count_fallback(fb);
-	if (p) {
-		spin_lock_bh(&p->conn_lock);
-		put = vmcf_slot_put(p, c);
-		list_del_init(&c->wnode);
-		spin_unlock_bh(&p->conn_lock);
+	if (c->fin_deferred) {
+		c->fin_deferred = false;
+		vmcf_tcp_base(c->sk)->shutdown(c->sk, SEND_SHUTDOWN);
 	}
-	if (put)
-		vmcf_conn_put(c);
-	vmcf_wake(c->sk);
+	vmcf_untake(c, true);
 }
 
 /* Tell the peer our socket is gone: it frees its ring for us. */
@@ -917,6 +1062,149 @@ static void vmcf_send_refuse(struct vmcf_peer *p, u32 conn, u32 reason)
 }
 
 /*
+ * Hand our ring's bytes from @from (the first one the peer did not read)
+ * to TCP, which carries on from the cut; then the FIN that shutdown()
+ * deferred.  Socket lock held, process context.  The bytes are ours (our
+ * pool); only @from comes from the peer, and it must lie within the ring.
+ */
+static int vmcf_resend(struct sock *sk, struct vmcf_conn *c, u32 from)
+{
+	struct msghdr msg = { .msg_flags = MSG_DONTWAIT | MSG_NOSIGNAL };
+	u32 left, seg, done;
+	struct kvec iov[2];
+	unsigned char shut;
+	int n = 0, ret;
+
+	left = c->slot < 0 ? 0 : c->tx.pos - from;
+	if (left > c->tx.size)
+		return -EPROTO;
+	if (left && !sk->sk_socket)
+		return -ENOTCONN;	/* never accepted: nobody wrote */
+	for (done = 0; done < left && n < 2; done += seg, n++) {
+		iov[n].iov_base = vmc_ring_seg(&c->tx, from + done, left - done,
+					       &seg);
+		iov[n].iov_len = seg;
+	}
+	if (left) {
+		/* At most one ring: make room so that it goes in one call. */
+		if (sk->sk_wmem_queued + 2 * left + SKB_TRUESIZE(PAGE_SIZE) >
+		    sk->sk_sndbuf)
+			WRITE_ONCE(sk->sk_sndbuf, sk->sk_wmem_queued + 2 * left +
+				   SKB_TRUESIZE(PAGE_SIZE));
+		/* shutdown(WR) on the ring set this; TCP's FIN comes after. */
+		shut = sk->sk_shutdown;
+		WRITE_ONCE(sk->sk_shutdown, shut & ~SEND_SHUTDOWN);
+		iov_iter_kvec(&msg.msg_iter, ITER_SOURCE, iov, n, left);
+		ret = tcp_sendmsg_locked(sk, &msg, left);
+		WRITE_ONCE(sk->sk_shutdown, shut);
+		if (ret != left)
+			return ret < 0 ? ret : -ENOBUFS;
+		atomic_long_add(left, &vmcf_resent_bytes);
+	}
+	if (c->fin_deferred)
+		vmcf_tcp_base(sk)->shutdown(sk, SEND_SHUTDOWN);
+	return 0;
+}
+
+/* The move back is complete: TCP carries both directions on. */
+static void vmcf_reverted_to_tcp(struct sock *sk, struct vmcf_conn *c,
+				 u32 from)
+{
+	int err = vmcf_resend(sk, c, from);
+
+	if (err) {
+		if (err == -EPROTO && c->peer)
+			vmcf_peer_broken(c->peer, "REVERT beyond the ring");
+		vmcf_conn_kill(c, ECONNRESET, err == -EPROTO ?
+			       "peer's REVERT beyond the ring" :
+			       "TCP refused the ring's bytes", false);
+		return;
+	}
+	WRITE_ONCE(c->state, VMCF_C_PASS);
+	atomic_long_inc(&vmcf_reverted);
+	vmcf_untake(c, true);
+}
+
+/*
+ * The peer will not hand its ring's bytes to TCP (gone, or its socket
+ * closed): keep them, to be read after TCP's bytes up to the cut and
+ * before any later ones.  Socket lock held, process context.
+ */
+static void vmcf_drain(struct vmcf_conn *c, const char *why)
+{
+	long avail = c->rx_attached ? vmc_ring_avail(&c->rx) : 0;
+	u32 done, seg;
+	u8 *buf = NULL;
+
+	if (avail < 0) {
+		vmcf_conn_kill(c, ECONNRESET, "corrupt ring index", true);
+		return;
+	}
+	if (avail) {
+		buf = kvmalloc(avail, GFP_KERNEL);
+		if (!buf) {
+			vmcf_conn_kill(c, ECONNRESET, "no memory to save the ring",
+				       true);
+			return;
+		}
+		for (done = 0; done < avail; done += seg)
+			memcpy(buf + done, vmc_ring_seg(&c->rx, c->rx.pos + done,
+							avail - done, &seg),
+			       seg);
+	}
+	/* Its socket is gone and we read its ring no more: it may free it. */
+	if (c->peer && c->peer_closed && c->rx_attached &&
+	    !READ_ONCE(c->peer->closing))
+		vmcf_send_close(c->peer, c, VMC_CLOSE_FIN);
+	WRITE_ONCE(c->rx_attached, false);
+	c->drain = buf;
+	c->drain_len = avail;
+	c->drain_off = 0;
+	c->why = why;
+	atomic_long_inc(&vmcf_drained);
+	if (c->fin_deferred)
+		vmcf_tcp_base(c->sk)->shutdown(c->sk, SEND_SHUTDOWN);
+	c->fin_deferred = false;
+	WRITE_ONCE(c->state, VMCF_C_DRAIN);
+	if (!avail) {
+		WRITE_ONCE(c->state, VMCF_C_PASS);
+		vmcf_untake(c, true);
+		return;
+	}
+	vmcf_wake(c->sk);
+}
+
+/*
+ * Start moving @c back to TCP; socket lock held, process context.  We
+ * stop reading the peer's ring and tell it where (REVERT); its answer says
+ * where it stopped reading ours.  Each side then hands its own unread ring
+ * bytes to TCP.
+ */
+static void vmcf_revert_start(struct vmcf_conn *c, const char *why)
+{
+	struct vmc_msg_conn_end m;
+
+	if (c->state != VMCF_C_RING)
+		return;
+	if (c->peer_closed) {
+		vmcf_drain(c, why);	/* its socket is gone: it cannot */
+		return;
+	}
+	vmc_msg_init(&m, VMC_MSG_CONN_REVERT);
+	m.conn = cpu_to_le32(c->peer_id);
+	m.final = cpu_to_le32(c->rx.pos);
+	if (!vmcf_send(c->peer, &m)) {
+		vmcf_conn_kill(c, ECONNRESET, "cannot send REVERT", true);
+		return;
+	}
+	WRITE_ONCE(c->state, VMCF_C_REVERTING);
+	c->why = why;
+	c->revert_at = jiffies;
+	mod_delayed_work(vmcf_wq, &c->peer->tick, VMCF_REVERT_TIMEOUT + 1);
+	vmcf_wake(c->sk);
+}
+
+/*
  * Accept side: the OFFER for WAITING @c came.  Cut our TCP writes at
  * write_seq, answer with our ring and the proof.  Socket lock held, or the
  * child socket not yet accepted (softirq, bh-locked).
@@ -927,6 +1215,12 @@ static void vmcf_accept(struct vmcf_conn *c, const struct vmc_msg_conn_offer *o)
 	struct vmc_msg_conn_accept m;
 	int err;
 
+	if (c->sk->sk_shutdown & SEND_SHUTDOWN) {
+		/* Its FIN went on TCP: nothing may follow it on a ring. */
+		vmcf_send_refuse(p, le32_to_cpu(o->conn), VMC_R_UNSUPPORTED);
+		vmcf_conn_pass(c, VMCF_FB_SOCKET, "shut down before the offer");
+		return;
+	}
 	spin_lock_bh(&p->conn_lock);
 	list_del_init(&c->wnode);
 	err = vmcf_slot_get(p, c);
@@ -961,6 +1255,22 @@ static void vmcf_accept(struct vmcf_conn *c, const struct vmc_msg_conn_offer *o)
 	vmcf_wake(c->sk->sk_socket ? c->sk : NULL);
 }
 
+/* The operator keeps this port on TCP (exclude_ports, read without lock). */
+static bool vmcf_excluded(const struct vmc_tuple *t)
+{
+	unsigned int i, n = min_t(unsigned int, READ_ONCE(nr_exclude_ports),
+				  ARRAY_SIZE(exclude_ports));
+	u16 port;
+
+	for (i = 0; i < n; i++) {
+		port = READ_ONCE(exclude_ports[i]);
+		if (port && (port == le16_to_cpu(t->lport) ||
+			     port == le16_to_cpu(t->rport)))
+			return true;
+	}
+	return false;
+}
+
 /*
  * The tracepoint: a TCP socket is about to become ESTABLISHED.  Softirq
  * (passive opens, most active opens) or process context (backlog), socket
@@ -990,6 +1300,14 @@ static void vmcf_state_probe(void *data, const struct sock *csk,
 		goto out_free;		/* not a co-resident peer: not ours */
 	if (!READ_ONCE(tcp)) {
 		vmcf_count_fallback(VMCF_FB_DISABLED);
+		goto out_free;
+	}
+	if (READ_ONCE(vmcf_draining)) {
+		vmcf_count_fallback(VMCF_FB_DRAINING);
+		goto out_free;
+	}
+	if (vmcf_excluded(&t)) {
+		vmcf_count_fallback(VMCF_FB_EXCLUDED);
 		goto out_free;
 	}
 	if (sk->sk_kern_sock || inet_csk(sk)->icsk_ulp_ops ||
@@ -1024,14 +1342,12 @@ static void vmcf_state_probe(void *data, const struct sock *csk,
 		vmcf_count_fallback(VMCF_FB_NO_MEMORY);
 		goto out_free;
 	}
-	if (!try_module_get(THIS_MODULE))
-		goto out_free;
-
 	c->tuple = t;
 	refcount_set(&c->ref, 1);	/* the socket's reference */
 	atomic_inc(&vmcf_conns);
 	INIT_LIST_HEAD(&c->wnode);
 	INIT_LIST_HEAD(&c->pnode);
+	INIT_LIST_HEAD(&c->rnode);
 	c->sk = sk;
 	c->peer = p;
 	c->slot = -1;
@@ -1047,7 +1363,6 @@ static void vmcf_state_probe(void *data, const struct sock *csk,
 		spin_unlock_bh(&p->conn_lock);
 		sock_put(sk);
 		atomic_dec(&vmcf_conns);
-		module_put(THIS_MODULE);
 		vmcf_count_fallback(VMCF_FB_NOT_READY);
 		goto out_free;
 	}
@@ -1105,7 +1420,7 @@ out_free:
 	kfree(c);
 }
 
-/* The socket is gone (close, destroy): restore TCP, drop our reference. */
+/* The socket is gone (close, destroy): TCP's functions back; socket locked. */
 static void vmcf_detach(struct sock *sk, struct vmcf_conn *c)
 {
 	struct vmcf_peer *p;
@@ -1125,8 +1440,11 @@ static void vmcf_detach(struct sock *sk, struct vmcf_conn *c)
 		list_del_init(&c->wnode);
 		list_del_init(&c->pnode);
 		WRITE_ONCE(c->sk, NULL);
-		/* The peer closed first: nobody reads our ring any more. */
-		if (c->peer_closed && c->peer == p)
+		/* The peer closed first, or never got the ring: nobody reads it. */
+		if ((c->peer_closed || (c->state != VMCF_C_RING &&
+					c->state != VMCF_C_OFFERED &&
+					c->state != VMCF_C_REVERTING)) &&
+		    c->peer == p)
 			put = vmcf_slot_put(p, c);
 		spin_unlock_bh(&p->conn_lock);
 	}
@@ -1140,16 +1458,18 @@ static void vmcf_detach(struct sock *sk, struct vmcf_conn *c)
 
 /* ---- TCP: the overridden operations ---- */
 
-static const struct proto *vmcf_tcp_base(const struct sock *sk)
+/*
+ * How many TCP bytes may be read now: those before the peer's cut while
+ * its ring (or what we saved of it) comes next; all of them otherwise.
+ */
+static u32 vmcf_tcp_room(struct sock *sk, struct vmcf_conn *c)
 {
-	return vmcf_base_prot[vmcf_fam(sk)];
-}
+	u32 seq = READ_ONCE(tcp_sk(sk)->copied_seq);
 
-/* Bytes TCP still holds for us before the cut (or all, before ACCEPT). */
-static bool vmcf_tcp_pending(struct sock *sk, struct vmcf_conn *c)
-{
-	return !c->rx_attached ||
-	       before(READ_ONCE(tcp_sk(sk)->copied_seq), c->rx_cut);
+	if (c->state == VMCF_C_DRAIN ||
+	    (c->state == VMCF_C_RING && c->rx_attached))
+		return before(seq, c->rx_cut) ? c->rx_cut - seq : 0;
+	return U32_MAX;
 }
 
 /*
@@ -1162,8 +1482,8 @@ static bool vmcf_rx_wakeup(struct sock *sk, struct vmcf_conn *c)
 	enum vmcf_conn_state st = READ_ONCE(c->state);
 	bool ret;
 
-	if ((st != VMCF_C_RING && st != VMCF_C_OFFERED &&
-	     st != VMCF_C_WAITING) || READ_ONCE(sk->sk_err) ||
+	if (READ_ONCE(c->sk) != sk || st == VMCF_C_DRAIN ||
+	    READ_ONCE(sk->sk_err) ||
 	    (READ_ONCE(sk->sk_shutdown) & RCV_SHUTDOWN) || tcp_inq(sk) > 0)
 		return true;
 	rcu_read_lock();
@@ -1179,7 +1499,9 @@ static bool vmcf_tx_wakeup(struct sock *sk, struct vmcf_conn *c)
 	enum vmcf_conn_state st = READ_ONCE(c->state);
 	bool ret;
 
-	if ((st != VMCF_C_RING && st != VMCF_C_OFFERED) ||
+	if (READ_ONCE(c->sk) != sk ||
+	    (st != VMCF_C_RING && st != VMCF_C_OFFERED &&
+	     st != VMCF_C_REVERTING) ||
 	    READ_ONCE(sk->sk_err) || READ_ONCE(c->peer_closed))
 		return true;
 	rcu_read_lock();
@@ -1189,6 +1511,18 @@ static bool vmcf_tx_wakeup(struct sock *sk, struct vmcf_conn *c)
 	return ret;
 }
 
+/* Room in TCP's send buffer, or anything that ends the wait for it. */
+static bool vmcf_tcp_wakeup(struct sock *sk, struct vmcf_conn *c)
+{
+	enum vmcf_conn_state st = READ_ONCE(c->state);
+
+	return READ_ONCE(c->sk) != sk ||
+	       (st != VMCF_C_WAITING && st != VMCF_C_DRAIN) ||
+	       READ_ONCE(sk->sk_err) ||
+	       (READ_ONCE(sk->sk_shutdown) & SEND_SHUTDOWN) ||
+	       sk_stream_memory_free(sk);
+}
+
 static int vmcf_recvmsg(struct sock *sk, struct msghdr *msg, size_t len,
 			int flags, int *addr_len)
 {
@@ -1196,34 +1530,32 @@ static int vmcf_recvmsg(struct sock *sk, struct msghdr *msg, size_t len,
 	const struct proto *base = vmcf_tcp_base(sk);
 	struct vmcf_conn *c;
 	int copied = 0, ret, target;
-	u32 seg, n, done, got;
+	u32 seg, n, done, got, room;
 	bool notify, fault = false;
 	long timeo, avail;
 	u8 *ptr;
 
-	rcu_read_lock();
-	c = vmcf_conn_of(sk);
-	rcu_read_unlock();
-	if (!c || READ_ONCE(c->state) == VMCF_C_PASS ||
-	    (flags & (MSG_ERRQUEUE | MSG_OOB)))
+	/* Urgent data and the error queue never use a ring; neither sleeps. */
+	if (flags & (MSG_ERRQUEUE | MSG_OOB))
 		return base->recvmsg(sk, msg, len, flags, addr_len);
+	c = vmcf_conn_get(sk);
+	if (!c)
+		return vmcf_restart();
 
 	lock_sock(sk);
 	timeo = sock_rcvtimeo(sk, flags & MSG_DONTWAIT);
 	target = sock_rcvlowat(sk, flags & MSG_WAITALL, len);
 	while (copied < len) {
-		if (c->state == VMCF_C_PASS) {
-			release_sock(sk);
-			if (copied)
-				return copied;
-			return base->recvmsg(sk, msg, len, flags, addr_len);
+		if (c->sk != sk) {
+			/* TCP's again: the rest comes from TCP's recvmsg. */
+			if (!copied)
+				copied = vmcf_restart();
+			break;
 		}
-		/* TCP first: everything the peer sent before its cut. */
-		if (vmcf_tcp_pending(sk, c) && tcp_inq(sk) > 0) {
-			n = len - copied;
-			if (c->rx_attached)
-				n = min_t(u32, n, c->rx_cut -
-					  tcp_sk(sk)->copied_seq);
+		/* TCP first: what the peer sent before its cut, or all. */
+		room = vmcf_tcp_room(sk, c);
+		if (room && tcp_inq(sk) > 0) {
+			n = min_t(size_t, len - copied, room);
 			release_sock(sk);
 			ret = base->recvmsg(sk, msg, n,
 					    (flags & ~MSG_WAITALL) | MSG_DONTWAIT,
@@ -1241,18 +1573,43 @@ static int vmcf_recvmsg(struct sock *sk, struct msghdr *msg, size_t len,
 				break;
 			}
 		}
-		if (c->rx_attached && !vmcf_tcp_pending(sk, c) &&
-		    tcp_inq(sk) > 0)
+		if (c->state == VMCF_C_RING && !room && tcp_inq(sk) > 0) {
 			vmcf_conn_kill(c, ECONNRESET, "TCP data after the cut", true);
-		if (c->state == VMCF_C_DEAD || sk->sk_err) {
+			continue;
+		}
+		if (sk->sk_err) {
 			if (!copied)
-				copied = c->err ? -c->err : sock_error(sk);
+				copied = sock_error(sk);
 			break;
 		}
-		if (vmcf_tcp_pending(sk, c)) {
+		if (room) {
 			if (sk->sk_shutdown & RCV_SHUTDOWN)
-				break;		/* TCP EOF before the cut */
+				break;		/* TCP's EOF */
 			goto wait;
+		}
+		if (c->state == VMCF_C_DRAIN) {
+			/* What the peer left in its ring, then TCP again. */
+			n = min_t(size_t, c->drain_len - c->drain_off,
+				  len - copied);
+			got = copy_to_iter(c->drain + c->drain_off, n,
+					   &msg->msg_iter);
+			if (!(flags & MSG_PEEK)) {
+				c->drain_off += got;
+				c->rx_bytes += got;
+			}
+			copied += got;
+			if (got != n) {
+				if (!copied)
+					copied = -EFAULT;
+				break;
+			}
+			if (c->drain_off == c->drain_len) {
+				WRITE_ONCE(c->state, VMCF_C_PASS);
+				vmcf_untake(c, true);
+			}
+			if ((flags & MSG_PEEK) || copied >= target)
+				break;
+			continue;
 		}
 		/* Then the ring. */
 		avail = vmc_ring_avail(&c->rx);
@@ -1291,13 +1648,13 @@ static int vmcf_recvmsg(struct sock *sk, struct msghdr *msg, size_t len,
 		if (vmc_ring_peer_eof(&c->rx) && vmc_ring_avail(&c->rx) == 0)
 			break;		/* EOF after every byte */
 		if (sk->sk_shutdown & RCV_SHUTDOWN)
-			break;		/* shut for reading, or the peer left */
+			break;		/* shut for reading */
 wait:
 		if (copied >= target)
 			break;
 		if (!timeo) {
 			/* poll()/epoll users wait for the next byte. */
-			if (c->rx_attached)
+			if (c->state == VMCF_C_RING && !room)
 				vmc_ring_cons_wait(&c->rx);
 			if (!copied)
 				copied = -EAGAIN;
@@ -1309,7 +1666,7 @@ wait:
 			break;
 		}
 		/* Ask for an event, then look again before sleeping. */
-		if (c->rx_attached && !vmcf_tcp_pending(sk, c) &&
+		if (c->state == VMCF_C_RING && !room &&
 		    vmc_ring_cons_wait(&c->rx) != 0)
 			continue;
 		add_wait_queue(sk_sleep(sk), &wait);
@@ -1317,64 +1674,107 @@ wait:
 		remove_wait_queue(sk_sleep(sk), &wait);
 	}
 	release_sock(sk);
+	vmcf_conn_put(c);
 	return copied;
+}
+
+/*
+ * TCP's sendmsg for a socket still ours (WAITING, DRAIN), without ever
+ * sleeping inside it: MSG_DONTWAIT, and our own wait for room.  Socket
+ * lock held; returns bytes sent, with *err 0 (go on) or the error that
+ * ends the call (*raw: TCP's own, returned as it is).
+ */
+static size_t vmcf_tcp_send(struct sock *sk, struct vmcf_conn *c,
+			    struct msghdr *msg, size_t size, long *timeo,
+			    int *err, bool *raw)
+{
+	DEFINE_WAIT_FUNC(wait, woken_wake_function);
+	const struct proto *base = vmcf_tcp_base(sk);
+	unsigned int flags = msg->msg_flags;
+	int ret;
+
+	/* tcp_sendmsg() may still wait for its lock: an OFFER waits for it. */
+	c->tcp_senders++;
+	release_sock(sk);
+	msg->msg_flags |= MSG_DONTWAIT;
+	ret = base->sendmsg(sk, msg, size);
+	msg->msg_flags = flags;
+	lock_sock(sk);
+	if (!--c->tcp_senders && c->deferred && c->state == VMCF_C_WAITING)
+		vmcf_accept(c, c->deferred);
+	if (!c->tcp_senders) {
+		kfree(c->deferred);
+		c->deferred = NULL;
+	}
+	*err = 0;
+	if (ret > 0)
+		return ret;
+	if (ret < 0 && ret != -EAGAIN) {
+		*err = ret;		/* TCP's own (it sent any SIGPIPE) */
+		*raw = true;
+		return 0;
+	}
+	if (!*timeo) {
+		*err = -EAGAIN;
+		return 0;
+	}
+	if (signal_pending(current)) {
+		*err = sock_intr_errno(*timeo);
+		return 0;
+	}
+	set_bit(SOCK_NOSPACE, &sk->sk_socket->flags);
+	add_wait_queue(sk_sleep(sk), &wait);
+	sk_wait_event(sk, timeo, vmcf_tcp_wakeup(sk, c), &wait);
+	remove_wait_queue(sk_sleep(sk), &wait);
+	return 0;
 }
 
 static int vmcf_sendmsg(struct sock *sk, struct msghdr *msg, size_t size)
 {
 	DEFINE_WAIT_FUNC(wait, woken_wake_function);
-	const struct proto *base = vmcf_tcp_base(sk);
 	struct vmcf_conn *c;
 	u32 seg, n, done, got;
 	size_t copied = 0;
-	bool notify;
+	bool notify, raw = false;
 	long timeo, space;
-	int err = 0, ret;
+	int err = 0;
 	u8 *ptr;
 
-	rcu_read_lock();
-	c = vmcf_conn_of(sk);
-	rcu_read_unlock();
+	c = vmcf_conn_get(sk);
 	if (!c)
-		return base->sendmsg(sk, msg, size);
+		return vmcf_restart();
 
 	lock_sock(sk);
 	timeo = sock_sndtimeo(sk, msg->msg_flags & MSG_DONTWAIT);
 	while (copied < size) {
-		if (c->state == VMCF_C_PASS) {
-			release_sock(sk);
-			return copied ? copied : base->sendmsg(sk, msg, size);
-		}
-		if (c->state == VMCF_C_WAITING) {
-			/*
-			 * tcp_sendmsg() may sleep without the socket lock; an
-			 * OFFER then waits for it (vmcf_rx_offer), so no TCP
-			 * byte ever follows the cut.
-			 */
-			c->tcp_senders++;
-			release_sock(sk);
-			ret = base->sendmsg(sk, msg, size);
-			lock_sock(sk);
-			if (!--c->tcp_senders && c->deferred &&
-			    c->state == VMCF_C_WAITING)
-				vmcf_accept(c, c->deferred);
-			if (!c->tcp_senders) {
-				kfree(c->deferred);
-				c->deferred = NULL;
+		if (c->sk != sk) {
+			if (!copied) {
+				err = vmcf_restart();
+				raw = true;
 			}
-			release_sock(sk);
-			return ret;
+			break;
 		}
 		if (msg->msg_flags & MSG_OOB) {
-			err = -EOPNOTSUPP;	/* urgent data has no ring */
+			/* Urgent data has no ring: back to TCP first. */
+			if (c->state == VMCF_C_WAITING) {
+				vmcf_conn_pass(c, VMCF_FB_SOCKET, "MSG_OOB used");
+				continue;
+			}
+			vmcf_revert_start(c, "MSG_OOB: moved back to TCP");
+		}
+		if (c->state == VMCF_C_WAITING || c->state == VMCF_C_DRAIN) {
+			copied += vmcf_tcp_send(sk, c, msg, size - copied,
+						&timeo, &err, &raw);
+			if (err)
+				break;
+			continue;
+		}
+		if (sk->sk_err) {
+			err = sock_error(sk);
 			break;
 		}
-		if (c->state == VMCF_C_DEAD || sk->sk_err) {
-			err = c->err ? -c->err : sock_error(sk);
-			break;
-		}
-		if (sk->sk_shutdown & SEND_SHUTDOWN || c->slot < 0 ||
-		    c->peer_closed || vmc_ring_peer_closed(&c->tx)) {
+		if (sk->sk_shutdown & SEND_SHUTDOWN || c->peer_closed ||
+		    (c->state == VMCF_C_RING && vmc_ring_peer_closed(&c->tx))) {
 			err = -EPIPE;
 			break;
 		}
@@ -1424,8 +1824,11 @@ static int vmcf_sendmsg(struct sock *sk, struct msghdr *msg, size_t size)
 			break;
 	}
 	release_sock(sk);
+	vmcf_conn_put(c);
 	if (copied)
 		return copied;
+	if (raw)
+		return err;
 	return sk_stream_error(sk, msg->msg_flags, err);
 }
 
@@ -1437,7 +1840,10 @@ static bool vmcf_sock_is_readable(struct sock *sk)
 
 	rcu_read_lock();
 	c = vmcf_conn_of(sk);
-	if (c && READ_ONCE(c->state) == VMCF_C_RING && c->rx_attached) {
+	if (c && READ_ONCE(c->state) == VMCF_C_DRAIN) {
+		ret = true;
+	} else if (c && READ_ONCE(c->state) == VMCF_C_RING &&
+		   READ_ONCE(c->rx_attached)) {
 		ret = vmc_ring_avail_peek(&c->rx) != 0 ||
 		      vmc_ring_peer_eof(&c->rx);
 		/* Not readable: ask for an event on the next byte. */
@@ -1455,15 +1861,17 @@ static __poll_t vmcf_poll(struct file *file, struct socket *sock,
 {
 	struct sock *sk = sock->sk;
 	__poll_t mask = vmcf_base_ops[vmcf_fam(sk)]->poll(file, sock, wait);
+	enum vmcf_conn_state st;
 	struct vmcf_conn *c;
 	long space = 1;
 
 	rcu_read_lock();
 	c = vmcf_conn_of(sk);
-	if (c && READ_ONCE(c->state) == VMCF_C_OFFERED)
+	st = c ? READ_ONCE(c->state) : VMCF_C_PASS;
+	if (st == VMCF_C_OFFERED || st == VMCF_C_REVERTING)
 		space = 0;
-	else if (c && READ_ONCE(c->state) == VMCF_C_RING &&
-		 READ_ONCE(c->slot) >= 0 && !READ_ONCE(c->peer_closed))
+	else if (st == VMCF_C_RING && READ_ONCE(c->slot) >= 0 &&
+		 !READ_ONCE(c->peer_closed))
 		space = vmc_ring_space_peek(&c->tx);
 	if (space == 0) {
 		/*
@@ -1472,10 +1880,17 @@ static __poll_t vmcf_poll(struct file *file, struct socket *sock,
 		 * then wakes us with EPOLLOUT.
 		 */
 		set_bit(SOCK_NOSPACE, &sock->flags);
-		if (READ_ONCE(c->state) == VMCF_C_RING)
+		if (st == VMCF_C_RING)
 			space = vmc_ring_prod_ask(&c->tx, c->tx.size / 2);
 		if (space == 0)
 			mask &= ~(EPOLLOUT | EPOLLWRNORM);
+	}
+	/* The peer's shutdown(WR) is the ring's EOF (its FIN waits). */
+	if (st == VMCF_C_RING && READ_ONCE(c->rx_attached) &&
+	    vmc_ring_peer_eof(&c->rx)) {
+		mask |= EPOLLIN | EPOLLRDNORM | EPOLLRDHUP;
+		if (READ_ONCE(sk->sk_shutdown) & SEND_SHUTDOWN)
+			mask |= EPOLLHUP;
 	}
 	rcu_read_unlock();
 	return mask;
@@ -1484,57 +1899,81 @@ static __poll_t vmcf_poll(struct file *file, struct socket *sock,
 static void vmcf_shutdown(struct sock *sk, int how)
 {
 	struct vmcf_conn *c;
+	enum vmcf_conn_state st;
 
 	/* inet_shutdown() holds the socket lock. */
 	rcu_read_lock();
 	c = vmcf_conn_of(sk);
 	rcu_read_unlock();
-	if (c && (how & SEND_SHUTDOWN) && c->slot >= 0 &&
-	    (c->state == VMCF_C_RING || c->state == VMCF_C_OFFERED)) {
-		/* EOF after every byte; TCP's FIN follows it. */
-		vmc_ring_set_eof(&c->tx);
-		if (c->peer)
-			vmcf_notify(c->peer);
+	st = c && c->sk == sk ? c->state : VMCF_C_PASS;
+	if ((how & SEND_SHUTDOWN) && (st == VMCF_C_RING ||
+				      st == VMCF_C_OFFERED ||
+				      st == VMCF_C_REVERTING)) {
+		/*
+		 * EOF after every byte of the ring.  TCP's FIN waits for close
+		 * or the move back to TCP: the ring's bytes may yet have to
+		 * go to TCP, before it.
+		 */
+		if (st != VMCF_C_REVERTING) {
+			vmc_ring_set_eof(&c->tx);
+			if (c->peer)
+				vmcf_notify(c->peer);
+		}
+		c->fin_deferred = true;
+		return;
 	}
 	vmcf_tcp_base(sk)->shutdown(sk, how);
 }
 
 static void vmcf_close(struct sock *sk, long timeout)
 {
+	DEFINE_WAIT_FUNC(wait, woken_wake_function);
 	const struct proto *base = vmcf_tcp_base(sk);
+	long timeo = VMCF_REVERT_TIMEOUT;
 	struct vmcf_conn *c;
 	bool unread;
 
-	rcu_read_lock();
-	c = vmcf_conn_of(sk);
+	atomic_inc(&vmcf_in_close);	/* unload waits for base->close() */
+	c = vmcf_conn_get(sk);
 	if (c)
 		WRITE_ONCE(c->closing, true);	/* see vmcf_release_cb() */
-	rcu_read_unlock();
 	lock_sock(sk);
-	if (!c) {
-		release_sock(sk);
-		base->close(sk, timeout);
-		return;
+	/* Moving back: its ring's bytes go to TCP first, FIN after them. */
+	if (c && c->sk == sk && c->state == VMCF_C_REVERTING) {
+		add_wait_queue(sk_sleep(sk), &wait);
+		sk_wait_event(sk, &timeo, READ_ONCE(c->state) !=
+			      VMCF_C_REVERTING, &wait);
+		remove_wait_queue(sk_sleep(sk), &wait);
 	}
-	if (c->state == VMCF_C_RING && c->peer) {
-		/* Unread data: RST, as TCP does (zero linger forces it). */
-		unread = tcp_inq(sk) > 0 || vmc_ring_avail(&c->rx) > 0;
-		if (unread) {
-			sock_set_flag(sk, SOCK_LINGER);
+	if (c && c->sk == sk) {
+		if (c->state == VMCF_C_RING && c->peer) {
+			/* Unread data: RST, as TCP does (zero linger forces it). */
+			unread = tcp_inq(sk) > 0 || vmc_ring_avail(&c->rx) > 0;
+			if (unread) {
+				sock_set_flag(sk, SOCK_LINGER);
+				sk->sk_lingertime = 0;
+			} else if (c->slot >= 0) {
+				vmc_ring_set_eof(&c->tx);
+			}
+			vmcf_send_close(c->peer, c, unread ? VMC_CLOSE_RST :
+							      VMC_CLOSE_FIN);
+			vmcf_notify(c->peer);
+		} else if (c->state == VMCF_C_OFFERED && c->slot >= 0) {
+			vmc_ring_set_eof(&c->tx);	/* ACCEPT finds the zombie */
+		} else if (c->state == VMCF_C_DRAIN ||
+			   c->state == VMCF_C_REVERTING) {
+			sock_set_flag(sk, SOCK_LINGER);	/* unread, or stuck */
 			sk->sk_lingertime = 0;
-		} else if (c->slot >= 0) {
-			vmc_ring_set_eof(&c->tx);
+			if (c->state == VMCF_C_REVERTING && c->peer)
+				vmcf_send_close(c->peer, c, VMC_CLOSE_RST);
 		}
-		vmcf_send_close(c->peer, c, unread ? VMC_CLOSE_RST :
-						      VMC_CLOSE_FIN);
-		vmcf_notify(c->peer);
-	} else if (c->state == VMCF_C_OFFERED && c->slot >= 0) {
-		vmc_ring_set_eof(&c->tx);	/* ACCEPT finds the zombie */
+		vmcf_detach(sk, c);
 	}
 	release_sock(sk);
-	vmcf_detach(sk, c);
-	/* Our socket ops' owner reference keeps this module until we return. */
+	if (c)
+		vmcf_conn_put(c);
 	base->close(sk, timeout);
+	atomic_dec(&vmcf_in_close);
 }
 
 /* A child socket that was never accepted is freed here, not in close. */
@@ -1543,52 +1982,104 @@ static void vmcf_destroy(struct sock *sk)
 	const struct proto *base = vmcf_tcp_base(sk);
 	struct vmcf_conn *c;
 
+	atomic_inc(&vmcf_in_close);
 	rcu_read_lock();
 	c = vmcf_conn_of(sk);
 	rcu_read_unlock();
-	if (c) {
+	if (c && c->sk == sk) {
 		if (c->state == VMCF_C_RING && READ_ONCE(c->peer))
 			vmcf_send_close(c->peer, c, VMC_CLOSE_RST);
 		vmcf_detach(sk, c);
 	}
 	base->destroy(sk);
+	atomic_dec(&vmcf_in_close);
 }
 
+/* connect(AF_UNSPEC), or a listener closing with this child unaccepted. */
 static int vmcf_disconnect(struct sock *sk, int flags)
 {
 	struct vmcf_conn *c;
+	bool told;
 
 	rcu_read_lock();
 	c = vmcf_conn_of(sk);
 	rcu_read_unlock();
-	if (c && c->state != VMCF_C_PASS)
-		vmcf_conn_kill(c, ECONNRESET, "disconnected", true);
+	if (c && c->sk == sk) {
+		told = c->state == VMCF_C_RING && c->peer && !c->peer_closed;
+		if (told)
+			vmcf_send_close(c->peer, c, VMC_CLOSE_RST);
+		WRITE_ONCE(c->state, VMCF_C_DEAD);
+		c->why = "disconnected";
+		vmcf_untake(c, !told);
+	}
 	return vmcf_tcp_base(sk)->disconnect(sk, flags);
+}
+
+/*
+ * Give @c's socket back to TCP now (TCP_ULP): moves it back and waits for
+ * the peer's answer.  Socket lock held.  -EBUSY if it could not.
+ */
+static int vmcf_to_tcp(struct sock *sk, struct vmcf_conn *c, const char *why)
+{
+	DEFINE_WAIT_FUNC(wait, woken_wake_function);
+	long timeo = 2 * VMCF_REVERT_TIMEOUT;
+
+	while (c->sk == sk) {
+		if (c->state == VMCF_C_WAITING) {
+			vmcf_conn_pass(c, VMCF_FB_SOCKET, why);
+			break;
+		}
+		vmcf_revert_start(c, why);
+		if (c->sk != sk)
+			break;
+		if (c->state == VMCF_C_DRAIN || !timeo)
+			return -EBUSY;
+		add_wait_queue(sk_sleep(sk), &wait);
+		sk_wait_event(sk, &timeo, READ_ONCE(c->sk) != sk ||
+			      (READ_ONCE(c->state) != VMCF_C_OFFERED &&
+			       READ_ONCE(c->state) != VMCF_C_REVERTING), &wait);
+		remove_wait_queue(sk_sleep(sk), &wait);
+	}
+	return 0;
 }
 
 static int vmcf_setsockopt(struct sock *sk, int level, int optname,
 			   sockptr_t optval, unsigned int optlen)
 {
-	/* kTLS would rebuild its tables from ours: not on a ring socket. */
-	if (level == SOL_TCP && optname == TCP_ULP)
-		return -EBUSY;
+	struct vmcf_conn *c;
+	int err = 0;
+
+	/* kTLS and other ULPs build on TCP's own tables: give it back first. */
+	if (level == SOL_TCP && optname == TCP_ULP) {
+		c = vmcf_conn_get(sk);
+		if (c) {
+			lock_sock(sk);
+			err = vmcf_to_tcp(sk, c, "TCP_ULP set: moved back to TCP");
+			release_sock(sk);
+			vmcf_conn_put(c);
+		}
+		if (err)
+			return err;
+	}
 	return vmcf_tcp_base(sk)->setsockopt(sk, level, optname, optval, optlen);
 }
 
 /* Bytes readable and bytes not yet consumed by the peer. */
 static int vmcf_ioctl_value(struct sock *sk, int cmd, int *answ)
 {
+	enum vmcf_conn_state st;
 	struct vmcf_conn *c;
 	long n;
 
 	rcu_read_lock();
 	c = vmcf_conn_of(sk);
-	if (!c || READ_ONCE(c->state) != VMCF_C_RING ||
-	    (cmd != SIOCINQ && cmd != SIOCOUTQ)) {
+	st = c ? READ_ONCE(c->state) : VMCF_C_PASS;
+	if (st == VMCF_C_DRAIN && cmd == SIOCINQ) {
+		*answ = tcp_inq(sk) + c->drain_len - c->drain_off;
+	} else if (st != VMCF_C_RING || (cmd != SIOCINQ && cmd != SIOCOUTQ)) {
 		rcu_read_unlock();
 		return -ENOIOCTLCMD;
-	}
-	if (cmd == SIOCINQ) {
+	} else if (cmd == SIOCINQ) {
 		n = vmc_ring_avail_peek(&c->rx);
 		*answ = tcp_inq(sk) + max(n, 0L);
 	} else {
@@ -1620,31 +2111,26 @@ static int vmcf_ioctl(struct sock *sk, int cmd, int *karg)
 /*
  * release_sock() always calls this, also inside connect() and accept()
  * before user space has the fd: the moment to swap the socket-level ops.
+ * No module reference is taken: every socket is given back before unload.
  */
 static void vmcf_release_cb(struct sock *sk)
 {
 	struct socket *sock = sk->sk_socket;
 	int fam = vmcf_fam(sk);
 	const struct proto_ops *ops;
-
 	struct vmcf_conn *c;
-	bool closing;
+	bool ours;
 
 	rcu_read_lock();
 	c = vmcf_conn_of(sk);
-	closing = !c || READ_ONCE(c->closing);
+	ours = c && READ_ONCE(c->sk) == sk && !READ_ONCE(c->closing);
 	rcu_read_unlock();
-	/*
-	 * Not once close() began: sock_release() read the old owner before
-	 * calling it and would never drop the reference taken here.
-	 */
-	if (sock && !closing && READ_ONCE(sock->ops) != &vmcf_ops[fam]) {
+	if (sock && ours && READ_ONCE(sock->ops) != &vmcf_ops[fam]) {
 		ops = READ_ONCE(sock->ops);
 		spin_lock_bh(&vmcf_prot_lock);
 		if (!vmcf_base_ops[fam] && ops->poll == tcp_poll &&
 		    ops->family == (fam ? PF_INET6 : PF_INET)) {
 			vmcf_ops[fam] = *ops;
-			vmcf_ops[fam].owner = THIS_MODULE;
 			vmcf_ops[fam].poll = vmcf_poll;
 			vmcf_ops[fam].splice_read = NULL;	/* via recvmsg */
 			vmcf_ops[fam].read_sock = NULL;
@@ -1662,8 +2148,7 @@ static void vmcf_release_cb(struct sock *sk)
 			smp_store_release(&vmcf_base_ops[fam], ops);
 		}
 		spin_unlock_bh(&vmcf_prot_lock);
-		/* The owner reference is dropped by sock_release(). */
-		if (ops == vmcf_base_ops[fam] && try_module_get(THIS_MODULE))
+		if (ops == vmcf_base_ops[fam])
 			WRITE_ONCE(sock->ops, &vmcf_ops[fam]);
 	}
 	vmcf_tcp_base(sk)->release_cb(sk);
@@ -1739,7 +2224,7 @@ static void vmcf_rx_offer(struct vmcf_peer *p,
 	struct vmcf_pending *pend;
 	struct sock *sk;
 
-	if (!READ_ONCE(tcp)) {
+	if (!READ_ONCE(tcp) || READ_ONCE(vmcf_draining)) {
 		vmcf_send_refuse(p, le32_to_cpu(m->conn), VMC_R_DISABLED);
 		return;
 	}
@@ -1817,7 +2302,8 @@ static void vmcf_rx_accept(struct vmcf_peer *p,
 		WRITE_ONCE(c->state, VMCF_C_PASS);
 		c->why = "peer failed the ISN proof";
 		vmcf_count_fallback(VMCF_FB_AUTH);
-		vmcf_wake(sk);
+		if (sk)
+			vmcf_untake(c, false);
 	} else if (vmcf_attach_rx(p, c, &m->ring)) {
 		vmcf_conn_pass(c, VMCF_FB_REFUSED, "bad ring in accept");
 	} else {
@@ -1829,6 +2315,8 @@ static void vmcf_rx_accept(struct vmcf_peer *p,
 		atomic_long_inc(&vmcf_accelerated);
 		if (!sk)
 			vmcf_send_close(p, c, VMC_CLOSE_FIN);	/* closed meanwhile */
+		else if (READ_ONCE(vmcf_draining) || !READ_ONCE(tcp))
+			vmcf_revert_start(c, "moved back to TCP: unload, suspend or tcp=0");
 		vmcf_wake(sk);
 	}
 	vmcf_conn_unlock(sk);
@@ -1860,9 +2348,15 @@ static void vmcf_rx_close(struct vmcf_peer *p, const struct vmc_msg_conn_end *m)
 	if (!c)
 		return;
 	sk = vmcf_conn_lock(p, c);
-	if (le32_to_cpu(m->how) == VMC_CLOSE_RST)
-		vmcf_conn_kill(c, ECONNRESET, "reset by the peer", false);
 	WRITE_ONCE(c->peer_closed, true);	/* sendmsg: EPIPE */
+	if (le32_to_cpu(m->how) == VMC_CLOSE_RST && sk &&
+	    c->state != VMCF_C_DEAD && c->state != VMCF_C_PASS) {
+		vmcf_conn_kill(c, ECONNRESET, "reset by the peer", false);
+		/* Our CLOSE frees the slot the peer kept for us. */
+		vmcf_send_close(p, c, VMC_CLOSE_RST);
+	} else if (sk && c->state == VMCF_C_REVERTING) {
+		vmcf_drain(c, "peer closed while moving back to TCP");
+	}
 	/* The slot is reused only once our socket is gone too. */
 	spin_lock_bh(&p->conn_lock);
 	put = !c->sk && vmcf_slot_put(p, c);
@@ -1871,6 +2365,43 @@ static void vmcf_rx_close(struct vmcf_peer *p, const struct vmc_msg_conn_end *m)
 	vmcf_conn_unlock(sk);
 	if (put)
 		vmcf_conn_put(c);
+	vmcf_conn_put(c);
+}
+
+/*
+ * REVERT (the peer moves the connection back to TCP and read our ring up to
+ * final) or REVERTED (its answer to ours, same meaning).  Our socket may
+ * be gone (we closed first): the peer then saves our ring (it knows we
+ * closed from our CLOSE, which came before this), nothing to do here.
+ */
+static void vmcf_rx_revert(struct vmcf_peer *p,
+			   const struct vmc_msg_conn_end *m)
+{
+	struct vmcf_conn *c = vmcf_conn_by_id(p, le32_to_cpu(m->conn));
+	struct vmc_msg_conn_end r;
+	struct sock *sk;
+
+	if (!c)
+		return;
+	sk = vmcf_conn_lock(p, c);
+	if (sk && c->state == VMCF_C_RING && m->hdr.type == VMC_MSG_CONN_REVERT) {
+		/* Our answer first: the peer reads TCP only after it. */
+		vmc_msg_init(&r, VMC_MSG_CONN_REVERTED);
+		r.conn = cpu_to_le32(c->peer_id);
+		r.final = cpu_to_le32(c->rx.pos);
+		WRITE_ONCE(c->rx_attached, false);
+		if (vmcf_send(p, &r)) {
+			c->why = "moved back to TCP by the peer";
+			vmcf_reverted_to_tcp(sk, c, le32_to_cpu(m->final));
+		} else {
+			vmcf_conn_kill(c, ECONNRESET, "cannot send REVERTED",
+				       false);
+		}
+	} else if (sk && c->state == VMCF_C_REVERTING) {
+		/* Its answer, or its own REVERT crossing ours: same news. */
+		vmcf_reverted_to_tcp(sk, c, le32_to_cpu(m->final));
+	}
+	vmcf_conn_unlock(sk);
 	vmcf_conn_put(c);
 }
 
@@ -1894,6 +2425,129 @@ static void vmcf_wake_conns(struct vmcf_peer *p)
 		sk->sk_write_space(sk);
 		sock_put(sk);
 	}
+}
+
+/*
+ * Every socket still ours, each with a reference on it and on its conn,
+ * to be locked one by one (the lists cannot be walked with sockets locked).
+ */
+static void vmcf_batch(struct list_head *batch)
+{
+	struct vmcf_conn *c;
+
+	lockdep_assert_held(&vmcf_batch_lock);
+	spin_lock_bh(&vmcf_conn_hash_lock);
+	list_for_each_entry(c, &vmcf_conn_all, anode) {
+		if (!c->sk || !refcount_inc_not_zero(&c->ref))
+			continue;
+		c->batch_sk = c->sk;
+		sock_hold(c->batch_sk);
+		list_add_tail(&c->rnode, batch);
+	}
+	spin_unlock_bh(&vmcf_conn_hash_lock);
+}
+
+/* Next of a batch, its socket locked, or NULL; vmcf_batch_done() after. */
+static struct vmcf_conn *vmcf_batch_next(struct list_head *batch)
+{
+	struct vmcf_conn *c = list_first_entry_or_null(batch, struct vmcf_conn,
+						       rnode);
+
+	if (c) {
+		list_del_init(&c->rnode);
+		lock_sock(c->batch_sk);
+	}
+	return c;
+}
+
+static void vmcf_batch_done(struct vmcf_conn *c)
+{
+	struct sock *sk = c->batch_sk;
+
+	release_sock(sk);
+	sock_put(sk);
+	vmcf_conn_put(c);
+}
+
+/*
+ * Move every connection still ours back to TCP (unload, suspend, tcp=0)
+ * and wait for the peers' answers; one without an answer in time is reset.
+ * With @drain_wait (unload), also wait that long for saved bytes to be
+ * read, then reset what is left: nothing of ours may stay on a socket.
+ */
+static void vmcf_revert_all(const char *why, unsigned long drain_wait)
+{
+	unsigned long start = jiffies;
+	struct vmcf_conn *c;
+	LIST_HEAD(batch);
+	bool busy, late;
+
+	do {
+		busy = false;
+		late = time_after(jiffies, start + VMCF_REVERT_TIMEOUT);
+		mutex_lock(&vmcf_batch_lock);
+		vmcf_batch(&batch);
+		while ((c = vmcf_batch_next(&batch))) {
+			if (c->sk != c->batch_sk) {
+				vmcf_batch_done(c);
+				continue;
+			}
+			switch (c->state) {
+			case VMCF_C_WAITING:
+				vmcf_conn_pass(c, VMCF_FB_DRAINING, why);
+				break;
+			case VMCF_C_RING:
+				vmcf_revert_start(c, why);
+				busy |= c->state == VMCF_C_REVERTING;
+				break;
+			case VMCF_C_OFFERED:
+			case VMCF_C_REVERTING:
+				if (late)
+					vmcf_conn_kill(c, ECONNRESET,
+						       "no answer while moving back to TCP",
+						       true);
+				busy = true;
+				break;
+			case VMCF_C_DRAIN:
+				if (drain_wait &&
+				    time_after(jiffies, start + drain_wait))
+					vmcf_conn_kill(c, ECONNRESET,
+						       "saved bytes unread at unload",
+						       false);
+				busy |= drain_wait != 0;
+				break;
+			default:
+				break;
+			}
+			vmcf_batch_done(c);
+		}
+		mutex_unlock(&vmcf_batch_lock);
+		if (busy)
+			msleep(20);
+	} while (busy);
+}
+
+/* REVERTs a peer left unanswered: those connections are reset. */
+static bool vmcf_revert_expire(void)
+{
+	struct vmcf_conn *c;
+	LIST_HEAD(batch);
+	bool again = false;
+
+	mutex_lock(&vmcf_batch_lock);
+	vmcf_batch(&batch);
+	while ((c = vmcf_batch_next(&batch))) {
+		if (c->sk == c->batch_sk && c->state == VMCF_C_REVERTING) {
+			if (time_after(jiffies, c->revert_at + VMCF_REVERT_TIMEOUT))
+				vmcf_conn_kill(c, ECONNRESET,
+					       "peer did not answer REVERT", true);
+			else
+				again = true;
+		}
+		vmcf_batch_done(c);
+	}
+	mutex_unlock(&vmcf_batch_lock);
+	return again;
 }
 
 /*
@@ -1931,17 +2585,23 @@ static void vmcf_tick(struct work_struct *work)
 				 VMC_R_TIMEOUT);
 		kfree(pend);
 	}
+	again |= vmcf_revert_expire();
 	if (again)
 		queue_delayed_work(vmcf_wq, &p->tick, HZ);
 }
 
 /*
- * The channel goes down: every connection of @p stops using it.  WAITING
- * ones simply stay on TCP; ring ones are reset (moving them back to TCP
- * is the migration work).  After this no socket touches @p's pools.
+ * The channel goes down: every connection of @p stops using it.  Those
+ * not on a ring yet stay on TCP.  Ring ones move back to TCP without the
+ * peer: we save what it left in its ring (read before anything TCP brings
+ * later), and what it had not read of ours is lost with it, as TCP's
+ * bytes in flight to a vanished host are.  A peer that broke the protocol
+ * gets its connections reset instead.  After this no socket touches @p's
+ * pools.
  */
 static void vmcf_conns_down(struct vmcf_peer *p)
 {
+	bool broken = READ_ONCE(p->state) == VMCF_BROKEN;
 	struct vmcf_conn *c;
 	struct sock *sk;
 	unsigned int i;
@@ -1963,10 +2623,16 @@ static void vmcf_conns_down(struct vmcf_peer *p)
 		if (!c)
 			break;
 		sk = vmcf_conn_lock(p, c);
-		if (c->state == VMCF_C_WAITING || c->state == VMCF_C_OFFERED)
+		if (sk && (c->state == VMCF_C_WAITING ||
+			   c->state == VMCF_C_OFFERED))
 			vmcf_conn_pass(c, VMCF_FB_NOT_READY, "peer channel down");
-		else
-			vmcf_conn_kill(c, ECONNRESET, "peer channel down", false);
+		else if (sk && broken && (c->state == VMCF_C_RING ||
+					  c->state == VMCF_C_REVERTING))
+			vmcf_conn_kill(c, ECONNRESET, "peer broke the protocol",
+				       false);
+		else if (sk && (c->state == VMCF_C_RING ||
+				c->state == VMCF_C_REVERTING))
+			vmcf_drain(c, "peer gone: moved back to TCP");
 		spin_lock_bh(&p->conn_lock);
 		list_del_init(&c->wnode);
 		put = vmcf_slot_put(p, c);
@@ -2084,13 +2750,16 @@ static void vmcf_handle(struct vmcf_peer *p, const void *buf, u32 len)
 	case VMC_MSG_CONN_CLOSE:
 		vmcf_rx_close(p, buf);
 		break;
+	case VMC_MSG_CONN_REVERT:
+	case VMC_MSG_CONN_REVERTED:
+		vmcf_rx_revert(p, buf);
+		break;
 	case VMC_MSG_BYE:
 		p->why = "peer said goodbye";
 		WRITE_ONCE(p->state, VMCF_CLOSED);
 		schedule_work(&vmcf_reap_work);
 		break;
 	default:
-		/* REVERT/REVERTED: not spoken by this version. */
 		break;
 	}
 }
@@ -2538,7 +3207,7 @@ static void vmcf_table_changed(struct xenbus_watch *watch, const char *path,
 			       const char *token)
 {
 	mutex_lock(&vmcf_lock);
-	if (!vmcf_stopping) {
+	if (!vmcf_stopping && !vmcf_suspended) {
 		vmcf_sync_peers();
 		vmcf_sync_chans();
 	}
@@ -2632,7 +3301,8 @@ static void vmcf_publish_addrs(struct work_struct *work)
 	n = vmcf_collect_addrs(addrs);
 	vmc_xs_format_addrs(val, addrs, n);
 	mutex_lock(&vmcf_lock);
-	if (!vmcf_published || strcmp(val, vmcf_addrs_val)) {
+	if (!vmcf_stopping && !vmcf_suspended &&
+	    (!vmcf_published || strcmp(val, vmcf_addrs_val))) {
 		err = xenbus_write(XBT_NIL, vmcf_data, "addrs", val);
 		if (!err)
 			err = xenbus_write(XBT_NIL, vmcf_data, "state", "1");
@@ -2734,6 +3404,7 @@ static int vmcf_connections_show(struct seq_file *m, void *v)
 {
 	struct vmcf_conn *c;
 
+	vmcf_hist_reap(false);
 	/* Stable columns, documented in the README. */
 	seq_puts(m, "proto local remote peer state tx_bytes rx_bytes why\n");
 	spin_lock_bh(&vmcf_conn_hash_lock);
@@ -2766,6 +3437,7 @@ static int vmcf_stats_show(struct seq_file *m, void *v)
 		bad += p->bad_msgs;
 	}
 	mutex_unlock(&vmcf_lock);
+	vmcf_hist_reap(false);
 	seq_printf(m, "version %s\n", VMCF_VERSION);
 	seq_printf(m, "proto_version %u\n", VMC_PROTO_VERSION);
 	seq_printf(m, "domid %u\n", vmcf_domid);
@@ -2782,12 +3454,121 @@ static int vmcf_stats_show(struct seq_file *m, void *v)
 	seq_printf(m, "accelerated_total %ld\n",
 		   atomic_long_read(&vmcf_accelerated));
 	seq_printf(m, "resets_total %ld\n", atomic_long_read(&vmcf_resets));
+	seq_printf(m, "reverted_total %ld\n", atomic_long_read(&vmcf_reverted));
+	seq_printf(m, "reverted_bytes_resent %ld\n",
+		   atomic_long_read(&vmcf_resent_bytes));
+	seq_printf(m, "drained_total %ld\n", atomic_long_read(&vmcf_drained));
 	for (i = 0; i < VMCF_FB_NR; i++)
 		seq_printf(m, "%s %ld\n", vmcf_fb_name[i],
 			   atomic_long_read(&vmcf_fallbacks[i]));
 	seq_printf(m, "ring_bytes_per_connection %lu\n",
 		   2 * (unsigned long)ring_kb * 1024);
 	return 0;
+}
+
+/* ---- suspend, save/restore, migration; the tcp switch ---- */
+
+/* Channels down: every peer hears BYE; Dom0 withdraws us from its tables. */
+static void vmcf_leave(u32 reason)
+{
+	struct vmcf_peer *p, *tmp;
+	struct vmc_msg_bye bye;
+
+	vmc_msg_init(&bye, VMC_MSG_BYE);
+	bye.reason = cpu_to_le32(reason);
+	lockdep_assert_held(&vmcf_lock);
+	list_for_each_entry(p, &vmcf_peers, list)
+		if (p->state == VMCF_CONNECTED || p->state == VMCF_UP)
+			vmcf_send(p, &bye);
+	xenbus_rm(XBT_NIL, vmcf_base, "data/xenvmc");
+	vmcf_published = false;
+	list_for_each_entry_safe(p, tmp, &vmcf_peers, list)
+		vmcf_peer_free(p);
+}
+
+/*
+ * Migration state (drivers/xen/manage.c do_suspend: tasks are frozen,
+ * then every device's .freeze, then the domain is saved; .thaw if the
+ * suspend was cancelled, .restore on the new host or after xl restore,
+ * where the domid may differ and every grant and event channel is gone):
+ *
+ *   state     | event             | action                                | next
+ *   ----------+-------------------+---------------------------------------+----------
+ *   running   | .freeze           | every connection back to TCP (REVERT, | frozen
+ *             |                   | 2 s at most, then reset); BYE; claim  |
+ *             |                   | withdrawn; every channel torn down    |
+ *   frozen    | .thaw / .restore  | read the domid again, watch our new   | running
+ *             |                   | table, publish the claim: channels    |
+ *             |                   | and new connections come back         |
+ *
+ * Blocked readers and writers were woken by the freezer and restart their
+ * calls after it, on TCP's functions.
+ */
+static int vmcf_pm_freeze(struct device *dev)
+{
+	WRITE_ONCE(vmcf_draining, true);
+	vmcf_revert_all("suspend: moved back to TCP", 0);
+	mutex_lock(&vmcf_lock);
+	vmcf_suspended = true;
+	vmcf_leave(VMC_R_SUSPEND);
+	mutex_unlock(&vmcf_lock);
+	pr_info("suspend: connections on TCP, channels closed\n");
+	return 0;
+}
+
+static int vmcf_pm_resume(struct device *dev)
+{
+	unsigned int old = vmcf_domid, domid;
+	char *node;
+	int err;
+
+	if (xenbus_scanf(XBT_NIL, "domid", "", "%u", &domid) != 1)
+		domid = old;
+	node = kasprintf(GFP_KERNEL, "/local/domain/%u/xenvmc", domid);
+	unregister_xenbus_watch(&vmcf_table_watch);
+	mutex_lock(&vmcf_lock);
+	vmcf_domid = domid;
+	snprintf(vmcf_base, sizeof(vmcf_base), "/local/domain/%u", vmcf_domid);
+	snprintf(vmcf_data, sizeof(vmcf_data), "%s/data/xenvmc", vmcf_base);
+	if (node) {
+		kfree(vmcf_table_watch.node);
+		vmcf_table_watch.node = node;
+	}
+	vmcf_suspended = false;
+	mutex_unlock(&vmcf_lock);
+	WRITE_ONCE(vmcf_draining, false);
+	err = register_xenbus_watch(&vmcf_table_watch);
+	if (err)
+		pr_err("resume: cannot watch %s (%d): no peers until reload\n",
+		       vmcf_table_watch.node, err);
+	queue_work(vmcf_wq, &vmcf_addr_work);
+	pr_info("resumed in domain %u (was %u)\n", domid, old);
+	return 0;
+}
+
+static const struct dev_pm_ops vmcf_pm_ops = {
+	.freeze = vmcf_pm_freeze,
+	.thaw = vmcf_pm_resume,
+	.restore = vmcf_pm_resume,
+};
+
+static struct platform_driver vmcf_pm_driver = {
+	.driver = {
+		.name = "xenvmc",
+		.pm = &vmcf_pm_ops,
+	},
+};
+
+static struct platform_device *vmcf_pm_dev;
+
+/* tcp=0 at run time: accelerated connections go back to TCP as well. */
+static int vmcf_set_tcp(const char *val, const struct kernel_param *kp)
+{
+	int err = param_set_bool(val, kp);
+
+	if (!err && !READ_ONCE(tcp) && READ_ONCE(vmcf_wq))
+		vmcf_revert_all("tcp=0: moved back to TCP", 0);
+	return err;
 }
 
 /*
@@ -2939,6 +3720,23 @@ static int __init vmcf_init(void)
 		goto err_unwatch;
 	}
 
+	/* Suspend and migration reach us through a device's PM callbacks. */
+	err = platform_driver_register(&vmcf_pm_driver);
+	if (err) {
+		pr_err("not loaded: cannot register the suspend handler: %d\n",
+		       err);
+		goto err_untrace;
+	}
+	vmcf_pm_dev = platform_device_register_simple("xenvmc",
+						      PLATFORM_DEVID_NONE,
+						      NULL, 0);
+	if (IS_ERR(vmcf_pm_dev)) {
+		err = PTR_ERR(vmcf_pm_dev);
+		pr_err("not loaded: cannot register the suspend device: %d\n",
+		       err);
+		goto err_unregister_driver;
+	}
+
 	register_inetaddr_notifier(&vmcf_inet_nb);
 #if IS_ENABLED(CONFIG_IPV6)
 	register_inet6addr_notifier(&vmcf_inet6_nb);
@@ -2949,6 +3747,11 @@ static int __init vmcf_init(void)
 		VMCF_VERSION, VMC_PROTO_VERSION);
 	return 0;
 
+err_unregister_driver:
+	platform_driver_unregister(&vmcf_pm_driver);
+err_untrace:
+	tracepoint_probe_unregister(vmcf_tp, vmcf_state_probe, NULL);
+	tracepoint_synchronize_unregister();
 err_unwatch:
 	unregister_xenbus_watch(&vmcf_table_watch);
 err_free_node:
@@ -2961,36 +3764,50 @@ err_destroy_wq:
 }
 
 /*
- * Unload: say BYE on every channel, withdraw our claim (Dom0 then removes
- * us from every peer's table), and tear every channel down.
+ * Unload: no new connection is taken; every one we hold goes back to TCP
+ * (REVERT; saved bytes get VMCF_DRAIN_WAIT to be read); BYE on every
+ * channel, our claim withdrawn (Dom0 then removes us from every peer's
+ * table), every channel torn down.  Then no code of ours may still run:
+ * callers inside our functions hold a conn reference (they restart on
+ * TCP's), close() is counted, and the RCU-tasks grace period covers a
+ * caller between loading a pointer to our code and running it.
  */
 static void __exit vmcf_exit(void)
 {
-	struct vmcf_peer *p, *tmp;
-	struct vmc_msg_bye bye;
+	unsigned long t0 = jiffies;
 
+	platform_device_unregister(vmcf_pm_dev);
+	platform_driver_unregister(&vmcf_pm_driver);
 #if IS_ENABLED(CONFIG_IPV6)
 	unregister_inet6addr_notifier(&vmcf_inet6_nb);
 #endif
 	unregister_inetaddr_notifier(&vmcf_inet_nb);
-	/* Every taken-over socket holds a module reference: none is left. */
+	WRITE_ONCE(vmcf_draining, true);
 	tracepoint_probe_unregister(vmcf_tp, vmcf_state_probe, NULL);
 	tracepoint_synchronize_unregister();
+	vmcf_revert_all("module unload: moved back to TCP", VMCF_DRAIN_WAIT);
+
 	unregister_xenbus_watch(&vmcf_table_watch);
 	flush_workqueue(vmcf_wq);
-
-	vmc_msg_init(&bye, VMC_MSG_BYE);
-	bye.reason = cpu_to_le32(VMC_R_UNLOAD);
 	mutex_lock(&vmcf_lock);
 	vmcf_stopping = true;
-	list_for_each_entry(p, &vmcf_peers, list)
-		if (p->state == VMCF_CONNECTED || p->state == VMCF_UP)
-			vmcf_send(p, &bye);
-	xenbus_rm(XBT_NIL, vmcf_base, "data/xenvmc");
-	list_for_each_entry_safe(p, tmp, &vmcf_peers, list)
-		vmcf_peer_free(p);
+	vmcf_leave(VMC_R_UNLOAD);
 	mutex_unlock(&vmcf_lock);
 	cancel_work_sync(&vmcf_reap_work);	/* finds vmcf_stopping set */
+	cancel_work_sync(&vmcf_addr_work);
+
+	vmcf_hist_reap(true);
+	while (atomic_read(&vmcf_conns) || atomic_read(&vmcf_in_close)) {
+		if (time_after(jiffies, t0 + 10 * HZ)) {
+			pr_warn_ratelimited("unload waits for %d connection(s) still in our code\n",
+					    atomic_read(&vmcf_conns));
+			t0 = jiffies;
+		}
+		msleep(20);
+	}
+	synchronize_rcu();
+	synchronize_rcu_tasks();
+	rcu_barrier();
 
 	destroy_workqueue(vmcf_wq);
 	kfree(vmcf_table_watch.node);

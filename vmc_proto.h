@@ -23,9 +23,12 @@
  *   CONN_REFUSE   no (reason); the connection stays on TCP
  *   CONN_CLOSE    my direction ends at ring position final (FIN), or the
  *                 connection is reset (RST)
- *   CONN_REVERT   I stop producing at ring position final; after you have
- *                 read up to it, continue on TCP (migration, unload, fault)
- *   CONN_REVERTED I have read up to final; my direction reverts too
+ *   CONN_REVERT   back to TCP (unload, suspend, tcp=0, MSG_OOB): I read
+ *                 your ring up to position final and read it no more, and
+ *                 I write no more to mine; hand your ring's bytes from final
+ *                 on to TCP, then answer
+ *   CONN_REVERTED the answer: I read your ring up to final; my bytes from
+ *                 your final on are on TCP already
  *   BYE           channel going down (unload, suspend); revert everything
  *   READY         I have mapped your whole ring pool: offer connections
  */
@@ -204,8 +207,9 @@ struct vmc_msg_conn_refuse {
 /*
  * struct vmc_msg_conn_end - CLOSE, REVERT and REVERTED share this layout.
  * @conn: the *receiver's* id for the connection (from OFFER/ACCEPT)
- * @final: ring position (bytes since ring creation) of the last byte the
- *         sender produced (CLOSE, REVERT) or the receiver consumed (REVERTED)
+ * @final: ring position (bytes since ring creation): CLOSE, the end of the
+ *         sender's own ring; REVERT and REVERTED, how far the sender read
+ *         the receiver's ring (the receiver hands the rest to TCP)
  * @how: CLOSE: VMC_CLOSE_FIN or VMC_CLOSE_RST; otherwise 0
  */
 struct vmc_msg_conn_end {

@@ -7,6 +7,7 @@
 #      arrives intact; same domu2 -> domu1, and over IPv6
 #   2. bytes sent over TCP before the cut, then the ring, arrive in order
 #      (a client that writes right after connect)
+#   2b. a port in exclude_ports stays on TCP, counted by reason
 #   3. connections to dom0 are untouched
 #   4. after every connection closed: no connection left, rings free
 pass=0; fail=0
@@ -67,6 +68,14 @@ wait_until 20 x domu2 "ss -ltn | grep -q ':6004 '"
 resp=$(x domu1 '(echo hello; sleep 2) | nc -N domu2 6004')
 check "request/response: both directions in order (got: $(echo $resp))" \
 	is '[ "$(echo $resp)" = "reply1 reply2 reply3" ] && [ "$(x domu2 cat /tmp/req.txt)" = hello ]'
+
+# 2b. an excluded port stays on TCP (exclude_ports, set at run time), counted
+ex0=$(stat_of domu1 fallback_excluded_port)
+x domu1 'echo 6006 > /sys/module/vmc_front/parameters/exclude_ports'
+check "excluded port 6006: 4 MiB intact" transfer domu1 domu2 domu2 6006 4
+check "excluded port 6006: stayed on TCP, counted (fallback_excluded_port $ex0 -> $(stat_of domu1 fallback_excluded_port))" \
+	is '[ "$(stat_of domu1 fallback_excluded_port)" -gt "${ex0:-0}" ]'
+x domu1 'echo 0 > /sys/module/vmc_front/parameters/exclude_ports'
 
 # 3. dom0 is no peer: untouched
 before=$(stat_of domu1 accelerated_total)

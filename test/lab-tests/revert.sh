@@ -1,0 +1,181 @@
+#!/bin/bash
+# Lab test: accelerated connections move back to TCP, and nothing is lost.
+# Runs in Dom0 (test/lab.sh run test/lab-tests/suite.sh ..., LAB_SUITE).
+# Each case runs vmcstream (test/tools/vmcstream.c) between domu1 and domu2:
+# a checksummed stream both ways at once plus a request/response loop,
+# started while the fast path is on, and asserts after the event: every byte
+# the other side sent arrived (sent == received both ways), none wrong, no
+# stall, the connection never reset.
+#
+#   1. tcp=0 written at run time in domu1 under load
+#   2. rmmod vmc_front in domu1 under load (rmmod succeeds while sockets
+#      are open), then reloading accelerates new connections again
+#   3. xl save + xl restore of domu1 mid-transfer, REVERT_CYCLES times
+#      (domid changes each time): every connection survives, the pair is
+#      found again and a new connection is accelerated after each one
+#   3b. xl save -c (checkpoint: the suspend is cancelled, THAW) likewise
+#   4. xl destroy of a peer (domu3) mid-transfer: the survivor's channel
+#      and resources go back to their baseline, its socket does not hang
+# LAB_REVERT_CYCLES (default 3) sets the number of save/restore cycles.
+pass=0; fail=0
+ok()  { echo "PASS: $*"; pass=$((pass + 1)); }
+bad() { echo "FAIL: $*"; fail=$((fail + 1)); }
+check() { local what=$1; shift; if "$@"; then ok "$what"; else bad "$what"; fi; }
+is() { eval "$*"; }
+x() { lab-exec -n -t 300 "$@"; }
+stat_of() { x "$1" "awk -v k=$2 '\$1 == k {print \$2}' /proc/xenvmc/stats"; }
+wait_until() {
+	local end=$(( $(date +%s) + $1 )); shift
+	until "$@"; do [ "$(date +%s)" -ge "$end" ] && return 1; sleep 0.5; done
+}
+chan_up() { [ "$(x "$1" "awk -v d=$(xl domid "$2") '\$1 == d {print \$3}' /proc/xenvmc/peers")" = up ]; }
+naccel() { x "$1" "grep -c ' accelerated ' /proc/xenvmc/connections"; }
+cycles=${LAB_REVERT_CYCLES:-3}
+B_IP=10.99.0.12
+
+for d in domu1 domu2 domu3; do
+	x $d 'cat > /tmp/vmcstream && chmod +x /tmp/vmcstream' < "$LAB_FILES/vmcstream"
+done
+lab-unload front > /dev/null
+LAB_FRONT_PARAMS="tcp=1" lab-load front > /dev/null
+check "channels up (domu1 <-> domu2, domu3)" \
+	wait_until 60 is 'chan_up domu1 domu2 && chan_up domu2 domu1 && chan_up domu1 domu3'
+sleep 2
+
+# start NAME PORT SECS [SERVER_DOMU SERVER_IP]: stream on PORT, rr on PORT+1
+start() {
+	local n=$1 port=$2 secs=$3 srv=${4:-domu2} ip=${5:-$B_IP}
+	x $srv "rm -f /tmp/$n.*; (/tmp/vmcstream server $port > /tmp/$n.ss 2>&1 &); (/tmp/vmcstream server $((port + 1)) > /tmp/$n.rs 2>&1 &)"
+	wait_until 20 x $srv "ss -ltn | grep -q ':$((port + 1)) '"
+	x domu1 "rm -f /tmp/$n.*; (/tmp/vmcstream stream $ip $port $secs > /tmp/$n.sc 2>&1 &); (/tmp/vmcstream rr $ip $((port + 1)) $secs > /tmp/$n.rc 2>&1 &)"
+}
+# result NAME [SERVER_DOMU]: both pairs finished, every byte both ways, no error
+field() { sed -n "s/.* $2 \([0-9]*\).*/\1/p" "$1" | tail -1; }
+result() {
+	local n=$1 srv=${2:-domu2} k ok=0
+	wait_until 600 is "x domu1 'grep -q ^vmcstream: /tmp/$n.sc && grep -q ^vmcstream: /tmp/$n.rc' && x $srv 'grep -q ^vmcstream: /tmp/$n.ss && grep -q ^vmcstream: /tmp/$n.rs'" || ok=1
+	for k in s r; do
+		x domu1 "cat /tmp/$n.${k}c" > /tmp/c.out; x $srv "cat /tmp/$n.${k}s" > /tmp/s.out
+		echo "  $n client: $(tail -1 /tmp/c.out)"; echo "  $n server: $(tail -1 /tmp/s.out)"
+		grep -v '^vmcstream:' /tmp/c.out /tmp/s.out | sed 's/^/  /'
+		[ -n "$(field /tmp/c.out sent)" ] && [ "$(field /tmp/c.out sent)" = "$(field /tmp/s.out received)" ] &&
+			[ "$(field /tmp/s.out sent)" = "$(field /tmp/c.out received)" ] &&
+			[ "$(field /tmp/c.out errors)" = 0 ] && [ "$(field /tmp/s.out errors)" = 0 ] &&
+			[ "$(field /tmp/c.out stalls)" = 0 ] && [ "$(field /tmp/s.out stalls)" = 0 ] || ok=1
+	done
+	return $ok
+}
+show() {
+	for d in domu1 domu2; do
+		echo "--- $d connections"; x $d cat /proc/xenvmc/connections
+		echo "--- $d stats"; x $d cat /proc/xenvmc/stats
+		echo "--- $d dmesg"; x $d 'dmesg | grep -i -E "xenvmc|BUG|WARN|Oops" | tail -20'
+	done
+}
+
+# 1. tcp=0 at run time
+rev0=$(stat_of domu1 reverted_total)
+start sw 7100 30
+check "switch: both connections accelerated" wait_until 30 is '[ "$(naccel domu1)" -ge 2 ]'
+sleep 5
+x domu1 'echo 0 > /sys/module/vmc_front/parameters/tcp'
+check "switch: tcp=0 moved them back to TCP (none accelerated, reverted_total grew)" \
+	wait_until 10 is '[ "$(naccel domu1)" = 0 ] && [ "$(stat_of domu1 reverted_total)" -ge $((rev0 + 2)) ]'
+echo "  domu1 after tcp=0:"; x domu1 cat /proc/xenvmc/connections | sed 's/^/    /'
+check "switch: streams intact both ways, nothing lost, no reset" result sw
+x domu1 'echo 1 > /sys/module/vmc_front/parameters/tcp'
+
+# 2. rmmod under load
+start rm 7110 30
+check "rmmod: both connections accelerated" wait_until 30 is '[ "$(naccel domu1)" -ge 2 ]'
+sleep 5
+t0=$(date +%s.%N)
+check "rmmod vmc_front in domu1 under load succeeds" x domu1 rmmod vmc_front
+t1=$(date +%s.%N)
+echo "  rmmod took $(echo "$t0 $t1" | awk '{printf "%.2f", $2 - $1}') s (incl. ssh)"
+check "rmmod: streams intact both ways, nothing lost, no reset" result rm
+LAB_FRONT_PARAMS="tcp=1" lab-load front domu1 > /dev/null
+check "reload: channel up again" wait_until 60 is 'chan_up domu1 domu2 && chan_up domu2 domu1'
+sleep 2
+start re 7120 8
+check "reload: new connections accelerated" wait_until 30 is '[ "$(naccel domu1)" -ge 2 ]'
+check "reload: streams intact" result re
+
+# 3. save/restore cycles of domu1 mid-transfer
+for i in $(seq 1 "$cycles"); do
+	start sr$i 7200 25
+	if ! wait_until 30 is '[ "$(naccel domu1)" -ge 2 ]'; then
+		bad "save/restore $i: connections not accelerated before the save"; continue
+	fi
+	sleep 3
+	id0=$(xl domid domu1); t0=$(date +%s)
+	if ! xl save domu1 /var/lib/xen/domu1.save > /tmp/save.log 2>&1; then
+		bad "save/restore $i: xl save failed: $(tail -2 /tmp/save.log)"; break
+	fi
+	t1=$(date +%s)
+	if ! xl restore /var/lib/xen/domu1.save > /tmp/restore.log 2>&1; then
+		bad "save/restore $i: xl restore failed: $(tail -2 /tmp/restore.log)"; break
+	fi
+	t2=$(date +%s); rm -f /var/lib/xen/domu1.save
+	echo "  cycle $i: save $((t1 - t0)) s, restore $((t2 - t1)) s, domid $id0 -> $(xl domid domu1)"
+	check "save/restore $i: streams survived, intact both ways, nothing lost" result sr$i
+	check "save/restore $i: pair found again (channels up)" \
+		wait_until 60 is 'chan_up domu1 domu2 && chan_up domu2 domu1'
+	sleep 2
+	start ac$i 7300 3
+	check "save/restore $i: a new connection is accelerated again" \
+		wait_until 20 is '[ "$(naccel domu1)" -ge 1 ]'
+	result ac$i > /dev/null || bad "save/restore $i: new connection's stream damaged"
+done
+# 3b. a cancelled suspend (xl save -c: checkpoint, the domain runs on: THAW)
+start ck 7500 25
+check "checkpoint: connections accelerated" wait_until 30 is '[ "$(naccel domu1)" -ge 2 ]'
+sleep 3
+id0=$(xl domid domu1)
+if xl save -c domu1 /var/lib/xen/domu1.ckpt > /tmp/ckpt.log 2>&1; then
+	rm -f /var/lib/xen/domu1.ckpt
+	check "checkpoint: same domain runs on (domid $id0 -> $(xl domid domu1))" is '[ "$(xl domid domu1)" = "$id0" ]'
+	check "checkpoint: streams intact both ways, nothing lost" result ck
+	check "checkpoint: pair found again (channels up)" \
+		wait_until 60 is 'chan_up domu1 domu2 && chan_up domu2 domu1'
+	sleep 2
+	start ck2 7600 3
+	check "checkpoint: a new connection is accelerated again" wait_until 20 is '[ "$(naccel domu1)" -ge 1 ]'
+	result ck2 > /dev/null || bad "checkpoint: new connection's stream damaged"
+else
+	bad "checkpoint: xl save -c failed: $(tail -2 /tmp/ckpt.log)"
+fi
+x domu1 "dmesg | grep -E 'xenvmc-front: (suspend|resumed)' | tail -4" | sed 's/^/  /'
+
+# 4. xl destroy of a peer mid-transfer
+x domu3 rmmod vmc_front
+wait_until 20 is '! chan_up domu1 domu3' || true
+sleep 2
+base="$(stat_of domu1 grants_in_use) $(stat_of domu1 mapped_pages) $(stat_of domu1 event_channels)"
+x domu3 "insmod /lab/modules/\$(uname -r)/vmc_front.ko tcp=1"
+check "destroy: channel domu1 <-> domu3 up" wait_until 60 is 'chan_up domu1 domu3'
+sleep 2
+start de 7400 600 domu3 10.99.0.13
+check "destroy: connections to domu3 accelerated" wait_until 30 is '[ "$(naccel domu1)" -ge 2 ]'
+sleep 3
+id3=$(xl domid domu3)
+xl destroy domu3
+check "destroy: domu3 (domain $id3) gone from domu1's peers" \
+	wait_until 20 is "! x domu1 \"awk '\\\$1 == $id3' /proc/xenvmc/peers | grep -q .\""
+check "destroy: no connection accelerated any more" wait_until 20 is '[ "$(naccel domu1)" = 0 ]'
+after="$(stat_of domu1 grants_in_use) $(stat_of domu1 mapped_pages) $(stat_of domu1 event_channels)"
+check "destroy: grants, mappings, event channels back to baseline ($base -> $after)" is '[ "$base" = "$after" ]'
+check "destroy: no bad byte received before the peer vanished" \
+	is '! x domu1 "grep -q BAD /tmp/de.sc /tmp/de.rc"'
+check "destroy: the survivor's process does not hang (killed within 5 s)" \
+	x domu1 'pkill vmcstream; for i in $(seq 1 10); do pgrep vmcstream >/dev/null || exit 0; sleep 0.5; done; exit 1'
+check "destroy: its connections are gone from domu1" \
+	wait_until 20 is '[ "$(stat_of domu1 connections)" = 0 ]'
+lab-create domu3 > /dev/null 2>&1 || echo "  (domu3 not re-created)"
+
+check "no Oops/BUG/WARNING in domu1 and domu2" \
+	is '! x domu1 "dmesg | grep -E \"Oops|BUG:|WARNING:\"" && ! x domu2 "dmesg | grep -E \"Oops|BUG:|WARNING:\""'
+echo "domu1 stats: $(x domu1 "grep -E 'reverted|drained|resets|accelerated' /proc/xenvmc/stats" | tr '\n' ' ')"
+[ "$fail" = 0 ] || show
+echo "$pass passed, $fail failed"
+[ "$fail" = 0 ]

@@ -1,0 +1,298 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * vmcstream: long-running checksummed TCP traffic that must survive what
+ * the lab does to XenVMC meanwhile (unload, tcp=0, save/restore, migration).
+ *
+ *   vmcstream server PORT
+ *   vmcstream stream HOST PORT SECONDS   both directions at once
+ *   vmcstream rr HOST PORT SECONDS       request/response, 1..1024 bytes
+ *
+ * stream: each side writes a pseudo-random byte stream (seeded by its role)
+ * in random sizes (1 B .. 256 KiB) for SECONDS, then shuts down its writing
+ * side; each side checks every byte it reads against the stream the other
+ * must have sent, up to the EOF.  rr: the client sends numbered requests of
+ * random size and checks each echo.  The last line is
+ *   vmcstream: ROLE sent N received N errors N stalls N
+ * and the exit status is 0 only when errors and stalls are 0 (a stall: no
+ * byte moved for 20 s).  Compare one side's "sent" with the other's
+ * "received" to prove nothing was lost.
+ */
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#define STALL_SECS 20
+
+struct prng { uint64_t s; };
+
+static uint8_t prng_byte(struct prng *p)
+{
+	p->s = p->s * 6364136223846793005ULL + 1442695040888963407ULL;
+	return p->s >> 56;
+}
+
+static uint32_t prng_u32(struct prng *p)
+{
+	p->s = p->s * 6364136223846793005ULL + 1442695040888963407ULL;
+	return p->s >> 32;
+}
+
+static double now(void)
+{
+	struct timespec t;
+
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return t.tv_sec + t.tv_nsec / 1e9;
+}
+
+static int fd;
+static double secs;
+static volatile unsigned long long sent, received, errors, stalls;
+static volatile double last_move;
+static const char *role;
+
+static void *writer(void *arg)
+{
+	struct prng g = { *(uint64_t *)arg }, sz = { 77 };
+	static uint8_t buf[256 * 1024];
+	double end = now() + secs;
+	size_t n, i, off;
+	ssize_t w;
+
+	while (now() < end) {
+		n = 1 + prng_u32(&sz) % sizeof(buf);
+		for (i = 0; i < n; i++)
+			buf[i] = prng_byte(&g);
+		for (off = 0; off < n; off += w) {
+			w = write(fd, buf + off, n - off);
+			if (w < 0 && errno == EINTR) {
+				w = 0;
+				continue;
+			}
+			if (w <= 0) {
+				fprintf(stderr, "%s: write: %s after %llu bytes\n",
+					role, strerror(errno), sent);
+				errors++;
+				return NULL;
+			}
+			sent += w;
+			last_move = now();
+		}
+	}
+	if (shutdown(fd, SHUT_WR))
+		errors++;
+	return NULL;
+}
+
+static void *watchdog(void *arg)
+{
+	(void)arg;
+	for (;;) {
+		sleep(1);
+		if (now() - last_move > STALL_SECS) {
+			fprintf(stderr, "%s: STALL: nothing moved for %d s (sent %llu received %llu)\n",
+				role, STALL_SECS, sent, received);
+			stalls++;
+			last_move = now();
+		}
+	}
+	return NULL;
+}
+
+static int connect_to(const char *host, const char *port)
+{
+	struct addrinfo hints = { .ai_socktype = SOCK_STREAM }, *ai, *a;
+	int s = -1;
+
+	if (getaddrinfo(host, port, &hints, &ai))
+		return -1;
+	for (a = ai; a; a = a->ai_next) {
+		s = socket(a->ai_family, SOCK_STREAM, 0);
+		if (s >= 0 && !connect(s, a->ai_addr, a->ai_addrlen))
+			break;
+		if (s >= 0)
+			close(s);
+		s = -1;
+	}
+	freeaddrinfo(ai);
+	return s;
+}
+
+/* Read and check the peer's stream up to EOF. */
+static void reader(uint64_t seed)
+{
+	struct prng g = { seed };
+	static uint8_t buf[128 * 1024];
+	ssize_t r, i;
+
+	for (;;) {
+		r = read(fd, buf, sizeof(buf));
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0) {
+			fprintf(stderr, "%s: read: %s after %llu bytes\n", role,
+				strerror(errno), received);
+			errors++;
+			return;
+		}
+		if (r == 0)
+			return;
+		for (i = 0; i < r; i++) {
+			if (buf[i] != prng_byte(&g)) {
+				if (!errors)
+					fprintf(stderr, "%s: BAD BYTE at offset %llu\n",
+						role, received + i);
+				errors++;
+				return;
+			}
+		}
+		received += r;
+		last_move = now();
+	}
+}
+
+static int full(int s, void *b, size_t n, int wr)
+{
+	size_t off = 0;
+	ssize_t r;
+
+	while (off < n) {
+		r = wr ? write(s, (char *)b + off, n - off) :
+			 read(s, (char *)b + off, n - off);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r <= 0)
+			return -1;
+		off += r;
+	}
+	return 0;
+}
+
+/* rr: [u32 seq][u32 len][len bytes]; the server echoes each request. */
+static void rr_client(void)
+{
+	struct prng g = { 99 };
+	static uint8_t req[1032], resp[1032];
+	double end = now() + secs;
+	uint32_t seq = 0, len, i;
+
+	while (now() < end) {
+		len = 1 + prng_u32(&g) % 1024;
+		memcpy(req, &seq, 4);
+		memcpy(req + 4, &len, 4);
+		for (i = 0; i < len; i++)
+			req[8 + i] = prng_byte(&g);
+		if (full(fd, req, 8 + len, 1) || full(fd, resp, 8 + len, 0)) {
+			fprintf(stderr, "%s: rr: %s at request %u\n", role,
+				strerror(errno), seq);
+			errors++;
+			return;
+		}
+		if (memcmp(req, resp, 8 + len)) {
+			fprintf(stderr, "%s: rr: BAD ECHO at request %u\n", role, seq);
+			errors++;
+			return;
+		}
+		sent += 8 + len;
+		received += 8 + len;
+		last_move = now();
+		seq++;
+	}
+	shutdown(fd, SHUT_WR);
+}
+
+static void rr_server(void)
+{
+	static uint8_t req[1032];
+	uint32_t len;
+
+	for (;;) {
+		if (full(fd, req, 8, 0))
+			return;
+		memcpy(&len, req + 4, 4);
+		if (len > 1024 || full(fd, req + 8, len, 0) ||
+		    full(fd, req, 8 + len, 1)) {
+			errors++;
+			return;
+		}
+		received += 8 + len;
+		sent += 8 + len;
+		last_move = now();
+	}
+}
+
+int main(int argc, char **argv)
+{
+	uint64_t seed_a = 1111, seed_b = 2222;
+	pthread_t w, wd;
+	int ls, one = 1, kind;
+	struct sockaddr_in6 sa = { .sin6_family = AF_INET6 };
+
+	signal(SIGPIPE, SIG_IGN);
+	setvbuf(stdout, NULL, _IOLBF, 0);
+	if (argc == 3 && !strcmp(argv[1], "server")) {
+		role = "server";
+		ls = socket(AF_INET6, SOCK_STREAM, 0);
+		setsockopt(ls, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+		sa.sin6_port = htons(atoi(argv[2]));
+		if (ls < 0 || bind(ls, (void *)&sa, sizeof(sa)) || listen(ls, 8)) {
+			perror("server");
+			return 2;
+		}
+		fd = accept(ls, NULL, NULL);
+		if (fd < 0 || full(fd, &kind, sizeof(kind), 0)) {
+			perror("accept");
+			return 2;
+		}
+	} else if (argc == 5 && (!strcmp(argv[1], "stream") || !strcmp(argv[1], "rr"))) {
+		role = "client";
+		secs = atof(argv[4]);
+		kind = !strcmp(argv[1], "rr");
+		fd = connect_to(argv[2], argv[3]);
+		if (fd < 0 || full(fd, &kind, sizeof(kind), 1)) {
+			perror("connect");
+			return 2;
+		}
+	} else {
+		fprintf(stderr, "usage: vmcstream server PORT | stream|rr HOST PORT SECONDS\n");
+		return 2;
+	}
+	last_move = now();
+	pthread_create(&wd, NULL, watchdog, NULL);
+	if (kind == 1) {
+		if (!strcmp(role, "client"))
+			rr_client();
+		else
+			rr_server();
+	} else {
+		/* The server's stream length: as long as the client's. */
+		if (!strcmp(role, "server")) {
+			double s2;
+
+			if (full(fd, &s2, sizeof(s2), 0))
+				return 2;
+			secs = s2;
+		} else if (full(fd, &secs, sizeof(secs), 1)) {
+			return 2;
+		}
+		pthread_create(&w, NULL, writer, strcmp(role, "client") ? &seed_b : &seed_a);
+		reader(strcmp(role, "client") ? seed_a : seed_b);
+		pthread_join(w, NULL);
+	}
+	printf("vmcstream: %s sent %llu received %llu errors %llu stalls %llu\n",
+	       role, sent, received, errors, stalls);
+	close(fd);
+	return errors || stalls ? 1 : 0;
+}
