@@ -73,6 +73,11 @@
 #include <linux/inetdevice.h>
 #include <linux/rtnetlink.h>
 #include <net/addrconf.h>
+#include <net/ip.h>
+#include <net/ipv6.h>
+#include <linux/netfilter.h>
+#include <linux/netfilter_ipv4.h>
+#include <linux/netfilter_ipv6.h>
 #include <net/if_inet6.h>
 #include <xen/xen.h>
 #include <xen/xenbus.h>
@@ -98,6 +103,9 @@ static const struct kernel_param_ops vmcf_tcp_ops = {
 
 module_param_cb(tcp, &vmcf_tcp_ops, &tcp, 0644);
 MODULE_PARM_DESC(tcp, "Accelerate new TCP connections to co-resident peers (default off until lab-proven); writing 0 moves accelerated ones back to TCP");
+static bool udp;
+module_param(udp, bool, 0644);
+MODULE_PARM_DESC(udp, "Send UDP datagrams to co-resident peers through the pair's datagram ring (default off until lab-proven)");
 static unsigned short exclude_ports[16];
 static unsigned int nr_exclude_ports;
 module_param_array(exclude_ports, ushort, &nr_exclude_ports, 0644);
@@ -105,9 +113,9 @@ MODULE_PARM_DESC(exclude_ports, "TCP ports (local or remote, up to 16, comma-sep
 static unsigned int ring_kb = 64;
 module_param(ring_kb, uint, 0444);
 MODULE_PARM_DESC(ring_kb, "Ring per connection and direction, KiB (4-1024, power of two, default 64)");
-static unsigned int pool_rings = 32;
+static unsigned int pool_rings = 36;
 module_param(pool_rings, uint, 0444);
-MODULE_PARM_DESC(pool_rings, "Rings granted to each peer, i.e. accelerated connections per peer (1-4096, default 32)");
+MODULE_PARM_DESC(pool_rings, "Rings granted to each peer (1-4096, default 36): with more than 4, the last 4 form the datagram ring and the others carry one accelerated TCP connection each");
 
 #define VMCF_BACKLOG_MAX	1024	/* control messages waiting for ring room */
 #define VMCF_PENDING_TIMEOUT	(3 * HZ)
@@ -195,6 +203,17 @@ struct vmcf_peer {
 	struct list_head attached;	/* every conn with a socket and this peer */
 	struct list_head pending;	/* OFFERs that came before the socket */
 	unsigned int nr_pending;
+
+	/*
+	 * Datagrams: the last VMC_DGRAM_SLOTS slots of each pool, one ring
+	 * each way (vmc_proto.h).  dg_on once both sides have it; dg_lock
+	 * serialises the senders (the netfilter hook, any CPU).
+	 */
+	u32 peer_features;		/* from its HELLO */
+	bool dg_own;			/* our pool reserves the datagram slots */
+	bool dg_on;			/* both rings usable; under dg_lock */
+	spinlock_t dg_lock;
+	struct vmc_ring dg_tx, dg_rx;
 
 	unsigned long msgs_in, msgs_out, bad_msgs, events;
 	struct rcu_head rcu;
@@ -371,6 +390,14 @@ static atomic_long_t vmcf_resets = ATOMIC_LONG_INIT(0);
 static atomic_long_t vmcf_reverted = ATOMIC_LONG_INIT(0);	/* back to TCP */
 static atomic_long_t vmcf_resent_bytes = ATOMIC_LONG_INIT(0);	/* ring -> TCP */
 static atomic_long_t vmcf_drained = ATOMIC_LONG_INIT(0);	/* saved rings */
+/* UDP through datagram rings. */
+static atomic_long_t vmcf_udp_tx = ATOMIC_LONG_INIT(0);
+static atomic_long_t vmcf_udp_rx = ATOMIC_LONG_INIT(0);
+static atomic_long_t vmcf_udp_tx_full = ATOMIC_LONG_INIT(0);	/* dropped */
+static atomic_long_t vmcf_udp_rx_nomem = ATOMIC_LONG_INIT(0);	/* dropped */
+static atomic_long_t vmcf_udp_rx_unknown = ATOMIC_LONG_INIT(0);	/* not ours */
+static atomic_long_t vmcf_udp_bad = ATOMIC_LONG_INIT(0);	/* broke channel */
+static atomic_long_t vmcf_udp_to_net = ATOMIC_LONG_INIT(0);	/* too big, GSO */
 
 static void vmcf_count_fallback(enum vmcf_fallback why)
 {
@@ -470,13 +497,19 @@ static void vmcf_send_hello(struct vmcf_peer *p)
 
 	vmc_msg_init(&m, VMC_MSG_HELLO);
 	m.domid = cpu_to_le32(vmcf_domid);
-	m.features = cpu_to_le32(VMC_FEAT_ALL);
+	m.features = cpu_to_le32(VMC_FEAT_TCP | (p->dg_own ? VMC_FEAT_UDP : 0));
 	m.pool_pages = cpu_to_le32(p->pool_pages);
 	m.slots = cpu_to_le32(p->pool_slots);
 	vmcf_send(p, &m);
 }
 
 /* ---- ring pools ---- */
+
+static struct vmc_ring_hdr *vmcf_slot_hdr(void *pool, unsigned int slot)
+{
+	return pool + (slot / VMC_SLOTS_PER_PAGE) * PAGE_SIZE +
+	       (slot % VMC_SLOTS_PER_PAGE) * sizeof(struct vmc_ring_hdr);
+}
 
 /* Our pool for @p: headers, then rings; every page granted to the peer. */
 static int vmcf_pool_create(struct vmcf_peer *p)
@@ -496,6 +529,17 @@ static int vmcf_pool_create(struct vmcf_peer *p)
 	p->conns = kvcalloc(p->pool_slots, sizeof(*p->conns), GFP_KERNEL);
 	if (!p->pool || !p->pool_grefs || !p->slot_used || !p->conns)
 		return -ENOMEM;
+	/* The last slots are the datagram ring (vmc_proto.h), never TCP's. */
+	p->dg_own = p->pool_slots > VMC_DGRAM_SLOTS;
+	if (p->dg_own) {
+		i = p->pool_slots - VMC_DGRAM_SLOTS;
+		bitmap_set(p->slot_used, i, VMC_DGRAM_SLOTS);
+		if (vmc_ring_init(&p->dg_tx, vmcf_slot_hdr(p->pool, i),
+				  p->pool + (p->pool_hdr + i * p->ring_pages) *
+				  PAGE_SIZE,
+				  VMC_DGRAM_SLOTS * p->ring_pages * PAGE_SIZE, true))
+			return -EINVAL;
+	}
 	for (i = 0; i < p->pool_pages; i++) {
 		gfn = xen_page_to_gfn(vmalloc_to_page(p->pool + i * PAGE_SIZE));
 		ref = gnttab_grant_foreign_access(p->domid, gfn, 0);
@@ -530,12 +574,6 @@ static void vmcf_pool_destroy(struct vmcf_peer *p)
 	kvfree(p->conns);
 	p->conns = NULL;
 	p->peer_ready = false;
-}
-
-static struct vmc_ring_hdr *vmcf_slot_hdr(void *pool, unsigned int slot)
-{
-	return pool + (slot / VMC_SLOTS_PER_PAGE) * PAGE_SIZE +
-	       (slot % VMC_SLOTS_PER_PAGE) * sizeof(struct vmc_ring_hdr);
 }
 
 static void vmcf_send_pool(struct vmcf_peer *p)
@@ -659,6 +697,29 @@ static void vmcf_rpool_unmap(struct vmcf_peer *p)
 	p->rpool_got = 0;
 }
 
+/*
+ * Both pools reserve the datagram slots: attach the peer's datagram ring
+ * (its layout follows from HELLO's geometry alone) and switch them on.
+ */
+static int vmcf_dgram_attach(struct vmcf_peer *p)
+{
+	unsigned int slot = p->rpool_slots - VMC_DGRAM_SLOTS;
+
+	if (!p->dg_own || !(p->peer_features & VMC_FEAT_UDP))
+		return 0;
+	if (p->rpool_slots <= VMC_DGRAM_SLOTS ||
+	    vmc_ring_init(&p->dg_rx, vmcf_slot_hdr(p->rpool, slot),
+			  p->rpool + (p->rpool_hdr + slot * p->rring_pages) *
+			  PAGE_SIZE,
+			  VMC_DGRAM_SLOTS * p->rring_pages * PAGE_SIZE, false))
+		return -EPROTO;
+	vmc_ring_cons_ask(&p->dg_rx);	/* the first datagram wakes us */
+	spin_lock_bh(&p->dg_lock);
+	p->dg_on = true;
+	spin_unlock_bh(&p->dg_lock);
+	return 0;
+}
+
 /* Every grant of the peer's pool arrived: map them, one contiguous view. */
 static int vmcf_rpool_map(struct vmcf_peer *p)
 {
@@ -720,7 +781,7 @@ static int vmcf_rpool_map(struct vmcf_peer *p)
 		}
 	}
 	WRITE_ONCE(p->rpool_ready, true);
-	err = 0;
+	err = vmcf_dgram_attach(p);
 out:
 	kvfree(ops);
 	return err;
@@ -887,6 +948,8 @@ static int vmcf_attach_rx(struct vmcf_peer *p, struct vmcf_conn *c,
 
 	/* The layout is fixed by HELLO: anything else is a lie. */
 	if (slot >= p->rpool_slots || pages != p->rring_pages ||
+	    ((p->peer_features & VMC_FEAT_UDP) &&
+	     slot >= p->rpool_slots - VMC_DGRAM_SLOTS) ||
 	    page != p->rpool_hdr + slot * p->rring_pages)
 		return -EPROTO;
 	if (vmc_ring_init(&c->rx, vmcf_slot_hdr(p->rpool, slot),
@@ -2722,6 +2785,7 @@ static void vmcf_handle(struct vmcf_peer *p, const void *buf, u32 len)
 			vmcf_peer_broken(p, "HELLO with an impossible pool");
 			return;
 		}
+		p->peer_features = le32_to_cpu(hello->features);
 		WRITE_ONCE(p->state, VMCF_UP);
 		p->why = NULL;
 		pr_info("peer %u: channel up\n", p->domid);
@@ -2764,6 +2828,181 @@ static void vmcf_handle(struct vmcf_peer *p, const void *buf, u32 len)
 	}
 }
 
+/* ---- UDP: datagrams through the pair's datagram ring ---- */
+
+static void vmcf_copy_skb(void *dst, u32 off, u32 len, const void *src)
+{
+	/* off + len <= skb->len by construction; zeroes if it ever were not. */
+	if (skb_copy_bits(src, off, dst, len))
+		memset(dst, 0, len);
+}
+
+/*
+ * Netfilter, IPv4 and IPv6 POST_ROUTING, last (after NAT and filters): a
+ * UDP datagram for a co-resident peer goes into the pair's datagram ring
+ * instead of out through netfront.  Any context.  Ring full: dropped and
+ * counted, as a full queue drops UDP; too big for the ring, GSO, no ring
+ * (yet, or any more): the network, unchanged.
+ */
+static unsigned int vmcf_udp_out(void *priv, struct sk_buff *skb,
+				 const struct nf_hook_state *state)
+{
+	struct vmc_tuple t = { };
+	struct vmcf_peer *p;
+	bool notify = false;
+	int err = -ENOTCONN;
+
+	if (!READ_ONCE(udp) || skb_is_gso(skb))
+		return NF_ACCEPT;
+	if (state->pf == NFPROTO_IPV4) {
+		const struct iphdr *iph = ip_hdr(skb);
+
+		if (iph->protocol != IPPROTO_UDP ||
+		    ipv4_is_multicast(iph->daddr) || ipv4_is_lbcast(iph->daddr))
+			return NF_ACCEPT;
+		t.family = VMC_AF_INET;
+		memcpy(t.raddr, &iph->daddr, 4);
+	} else {
+		const struct ipv6hdr *ip6 = ipv6_hdr(skb);
+
+		if (ip6->nexthdr != IPPROTO_UDP ||
+		    ipv6_addr_is_multicast(&ip6->daddr))
+			return NF_ACCEPT;
+		t.family = VMC_AF_INET6;
+		memcpy(t.raddr, &ip6->daddr, 16);
+	}
+	rcu_read_lock();
+	p = vmcf_peer_by_addr(&t);
+	if (p && vmcf_pair_ready(p)) {
+		spin_lock_bh(&p->dg_lock);
+		if (p->dg_on)
+			err = vmc_ring_msg_write_from(&p->dg_tx, skb->len,
+						      vmcf_copy_skb, skb,
+						      &notify);
+		/* Under the lock: teardown unbinds the irq only after it. */
+		if (notify)
+			vmcf_notify(p);
+		spin_unlock_bh(&p->dg_lock);
+		if (err == -EPROTO)
+			vmcf_peer_broken(p, "corrupt datagram ring index");
+	}
+	rcu_read_unlock();
+	switch (err) {
+	case 0:
+		atomic_long_inc(&vmcf_udp_tx);
+		consume_skb(skb);
+		return NF_STOLEN;
+	case -EAGAIN:
+		atomic_long_inc(&vmcf_udp_tx_full);
+		kfree_skb(skb);
+		return NF_STOLEN;
+	case -EMSGSIZE:
+		atomic_long_inc(&vmcf_udp_to_net);
+		return NF_ACCEPT;
+	default:
+		return NF_ACCEPT;
+	}
+}
+
+static const struct nf_hook_ops vmcf_nf_ops[] = {
+	{
+		.hook = vmcf_udp_out,
+		.pf = NFPROTO_IPV4,
+		.hooknum = NF_INET_POST_ROUTING,
+		.priority = NF_IP_PRI_LAST,
+	},
+	{
+		.hook = vmcf_udp_out,
+		.pf = NFPROTO_IPV6,
+		.hooknum = NF_INET_POST_ROUTING,
+		.priority = NF_IP6_PRI_LAST,
+	},
+};
+
+/*
+ * What the peer put in the datagram ring: each datagram is copied out,
+ * then checked (vmc_dgram_check; its source must be an address Dom0 lists
+ * for the peer, its destination one of ours) and handed to our IP stack
+ * as if netfront had received it: sockets, their buffers and their drops
+ * are UDP's own.  Peer's work item; a malformed one breaks the channel.
+ */
+static bool vmcf_udp_in(struct vmcf_peer *p)
+{
+	unsigned int budget = 256;
+	struct net_device *dev;
+	struct sk_buff *skb;
+	struct vmc_dgram d;
+	bool notify = false, owned;
+	const char *bad;
+	__be32 a4;
+	long len;
+
+	while (budget--) {
+		len = vmc_ring_msg_peek(&p->dg_rx, VMC_DGRAM_MAX);
+		if (len == -EAGAIN) {
+			/* Ask for an event, then look once more. */
+			if (vmc_ring_cons_wait(&p->dg_rx) == 0)
+				return notify;
+			continue;
+		}
+		if (len < 0) {
+			bad = "corrupt datagram ring";
+			goto broken;
+		}
+		skb = alloc_skb(len, GFP_KERNEL);
+		if (!skb) {
+			atomic_long_inc(&vmcf_udp_rx_nomem);
+			notify |= vmc_ring_consume(&p->dg_rx,
+						   vmc_ring_msg_room(len));
+			continue;
+		}
+		notify |= vmc_ring_msg_read(&p->dg_rx, skb_put(skb, len), len);
+		bad = "malformed datagram";
+		if (vmc_dgram_check(skb->data, len, &d))
+			goto broken_skb;
+		spin_lock_bh(&p->conn_lock);
+		owned = vmcf_entry_has(&p->entry, d.family, d.saddr);
+		spin_unlock_bh(&p->conn_lock);
+		bad = "datagram from an address the peer does not own";
+		if (!owned)
+			goto broken_skb;
+		rcu_read_lock();
+		if (d.family == VMC_AF_INET) {
+			memcpy(&a4, d.daddr, 4);
+			dev = __ip_dev_find(&init_net, a4, false);
+		} else {
+			dev = ipv6_dev_find(&init_net,
+					    (const struct in6_addr *)d.daddr,
+					    NULL);
+		}
+		if (!dev) {
+			rcu_read_unlock();
+			atomic_long_inc(&vmcf_udp_rx_unknown);
+			kfree_skb(skb);
+			continue;
+		}
+		skb->dev = dev;
+		skb->protocol = htons(d.family == VMC_AF_INET ? ETH_P_IP :
+							      ETH_P_IPV6);
+		skb_reset_mac_header(skb);
+		skb_reset_network_header(skb);
+		skb->pkt_type = PACKET_HOST;
+		skb->ip_summed = CHECKSUM_UNNECESSARY;	/* memory to memory */
+		netif_rx(skb);
+		rcu_read_unlock();
+		atomic_long_inc(&vmcf_udp_rx);
+	}
+	queue_work(vmcf_wq, &p->work);	/* budget spent: more next round */
+	return notify;
+
+broken_skb:
+	kfree_skb(skb);
+broken:
+	atomic_long_inc(&vmcf_udp_bad);
+	vmcf_peer_broken(p, bad);
+	return notify;
+}
+
 /*
  * Read every message the peer produced.  Runs in the peer's work item,
  * never concurrently with itself; ends with the late EOI that unmasks the
@@ -2795,6 +3034,8 @@ static void vmcf_work(struct work_struct *work)
 		eoi = 0;
 		vmcf_handle(p, buf, len);
 	}
+	if (READ_ONCE(p->state) == VMCF_UP && READ_ONCE(p->dg_on))
+		notify |= vmcf_udp_in(p);
 	spin_lock_bh(&p->tx_lock);
 	notify |= vmcf_flush_locked(p);
 	spin_unlock_bh(&p->tx_lock);
@@ -2885,6 +3126,11 @@ static void vmcf_chan_close(struct vmcf_peer *p)
 	struct gnttab_unmap_grant_ref unmap;
 	char node[24];
 
+	/* No sender writes the datagram ring after this (dg_lock). */
+	spin_lock_bh(&p->dg_lock);
+	p->dg_on = false;
+	spin_unlock_bh(&p->dg_lock);
+	p->peer_features = 0;
 	if (p->irq >= 0) {
 		WRITE_ONCE(p->stopping, true);
 		disable_irq(p->irq);	/* waits for a running handler */
@@ -3083,6 +3329,7 @@ static struct vmcf_peer *vmcf_peer_new(unsigned int domid)
 	p->why = "new";
 	spin_lock_init(&p->tx_lock);
 	spin_lock_init(&p->conn_lock);
+	spin_lock_init(&p->dg_lock);
 	INIT_LIST_HEAD(&p->backlog);
 	INIT_LIST_HEAD(&p->waiting);
 	INIT_LIST_HEAD(&p->attached);
@@ -3458,6 +3705,18 @@ static int vmcf_stats_show(struct seq_file *m, void *v)
 	seq_printf(m, "reverted_bytes_resent %ld\n",
 		   atomic_long_read(&vmcf_resent_bytes));
 	seq_printf(m, "drained_total %ld\n", atomic_long_read(&vmcf_drained));
+	seq_printf(m, "udp_enabled %d\n", READ_ONCE(udp));
+	seq_printf(m, "udp_tx_datagrams %ld\n", atomic_long_read(&vmcf_udp_tx));
+	seq_printf(m, "udp_rx_datagrams %ld\n", atomic_long_read(&vmcf_udp_rx));
+	seq_printf(m, "udp_dropped_ring_full %ld\n",
+		   atomic_long_read(&vmcf_udp_tx_full));
+	seq_printf(m, "udp_dropped_no_memory %ld\n",
+		   atomic_long_read(&vmcf_udp_rx_nomem));
+	seq_printf(m, "udp_dropped_not_ours %ld\n",
+		   atomic_long_read(&vmcf_udp_rx_unknown));
+	seq_printf(m, "udp_bad_datagrams %ld\n", atomic_long_read(&vmcf_udp_bad));
+	seq_printf(m, "udp_sent_by_network %ld\n",
+		   atomic_long_read(&vmcf_udp_to_net));
 	for (i = 0; i < VMCF_FB_NR; i++)
 		seq_printf(m, "%s %ld\n", vmcf_fb_name[i],
 			   atomic_long_read(&vmcf_fallbacks[i]));
@@ -3737,6 +3996,14 @@ static int __init vmcf_init(void)
 		goto err_unregister_driver;
 	}
 
+	err = nf_register_net_hooks(&init_net, vmcf_nf_ops,
+				    ARRAY_SIZE(vmcf_nf_ops));
+	if (err) {
+		pr_err("not loaded: cannot register the UDP netfilter hooks: %d\n",
+		       err);
+		goto err_unregister_device;
+	}
+
 	register_inetaddr_notifier(&vmcf_inet_nb);
 #if IS_ENABLED(CONFIG_IPV6)
 	register_inet6addr_notifier(&vmcf_inet6_nb);
@@ -3747,6 +4014,8 @@ static int __init vmcf_init(void)
 		VMCF_VERSION, VMC_PROTO_VERSION);
 	return 0;
 
+err_unregister_device:
+	platform_device_unregister(vmcf_pm_dev);
 err_unregister_driver:
 	platform_driver_unregister(&vmcf_pm_driver);
 err_untrace:
@@ -3782,6 +4051,8 @@ static void __exit vmcf_exit(void)
 	unregister_inet6addr_notifier(&vmcf_inet6_nb);
 #endif
 	unregister_inetaddr_notifier(&vmcf_inet_nb);
+	/* After this no datagram enters a ring (it waits for running hooks). */
+	nf_unregister_net_hooks(&init_net, vmcf_nf_ops, ARRAY_SIZE(vmcf_nf_ops));
 	WRITE_ONCE(vmcf_draining, true);
 	tracepoint_probe_unregister(vmcf_tp, vmcf_state_probe, NULL);
 	tracepoint_synchronize_unregister();

@@ -648,4 +648,80 @@ static inline int vmc_xs_parse_peer(const char *s, unsigned int len,
 	return e->nr_addrs < 0 ? -EINVAL : 0;
 }
 
+/*
+ * Datagrams.  When both HELLOs carry VMC_FEAT_UDP, the last
+ * VMC_DGRAM_SLOTS slots of each pool form one ring in message mode: the
+ * header of the first of them, and the data pages of all of them (slots'
+ * data pages are contiguous, so that is VMC_DGRAM_SLOTS times a ring's
+ * pages).  Its sender writes each UDP datagram it sends to the receiver as
+ * one message: the whole IP packet, an IPv4 header (options allowed, not
+ * a fragment) or an IPv6 header (no extension header), then UDP.  No
+ * control message names that ring: both sides derive it from the pool
+ * geometry of HELLO, and the other slots carry TCP.
+ */
+#define VMC_DGRAM_SLOTS		4u
+#define VMC_DGRAM_MAX		(40u + 65535u)	/* IPv6 header + payload */
+
+/*
+ * struct vmc_dgram - what vmc_dgram_check() found in a packet.
+ * @family: VMC_AF_INET or VMC_AF_INET6
+ * @saddr, @daddr: addresses, network order (IPv4: first 4 bytes)
+ * @sport, @dport: UDP ports, host order
+ * @hlen: bytes of IP header before the UDP header
+ */
+struct vmc_dgram {
+	u8 family;
+	u8 saddr[16];
+	u8 daddr[16];
+	u16 sport, dport;
+	u32 hlen;
+};
+
+static inline u16 vmc_be16(const u8 *p)
+{
+	return (u16)(p[0] << 8 | p[1]);
+}
+
+/*
+ * vmc_dgram_check - validate one datagram message (@len bytes at @p,
+ * copied out of the ring): the IP header must be exactly what our sender
+ * writes and every length must agree with @len.  0 or -EPROTO.
+ */
+static inline int vmc_dgram_check(const u8 *p, u32 len, struct vmc_dgram *d)
+{
+	u32 hlen;
+
+	memset(d, 0, sizeof(*d));
+	if (len < 28 || len > VMC_DGRAM_MAX)
+		return -EPROTO;
+	switch (p[0] >> 4) {
+	case 4:
+		hlen = (p[0] & 15u) * 4;
+		if (hlen < 20 || hlen + 8 > len || vmc_be16(p + 2) != len ||
+		    p[9] != 17 || (vmc_be16(p + 6) & 0x3fffu))
+			return -EPROTO;		/* not UDP, or a fragment */
+		d->family = VMC_AF_INET;
+		memcpy(d->saddr, p + 12, 4);
+		memcpy(d->daddr, p + 16, 4);
+		break;
+	case 6:
+		hlen = 40;
+		if (len < hlen + 8 || vmc_be16(p + 4) + hlen != len ||
+		    p[6] != 17)
+			return -EPROTO;		/* extension header, or not UDP */
+		d->family = VMC_AF_INET6;
+		memcpy(d->saddr, p + 8, 16);
+		memcpy(d->daddr, p + 24, 16);
+		break;
+	default:
+		return -EPROTO;
+	}
+	if (vmc_be16(p + hlen + 4) != len - hlen)
+		return -EPROTO;			/* UDP length */
+	d->sport = vmc_be16(p + hlen);
+	d->dport = vmc_be16(p + hlen + 2);
+	d->hlen = hlen;
+	return 0;
+}
+
 #endif /* VMC_PROTO_H */

@@ -477,13 +477,22 @@ static inline u32 vmc_ring_msg_max(u32 size)
 }
 
 /*
- * vmc_ring_msg_write - append one message of @len bytes.
+ * A source of message bytes: copy @len bytes, starting @off bytes into
+ * the message, to @dst (ring memory).  @src is the caller's.
+ */
+typedef void (*vmc_ring_copy_fn)(void *dst, u32 off, u32 len, const void *src);
+
+/*
+ * vmc_ring_msg_write_from - append one message of @len bytes that @copy
+ * fetches from @src (a buffer, or in the kernel a socket buffer, copied
+ * straight into the ring).
  * Returns 0, -EAGAIN when it does not fit now, -EMSGSIZE when it never
  * will, -EINVAL when the ring was used in byte mode, or -EPROTO.
  * *notify as vmc_ring_produce().
  */
-static inline int vmc_ring_msg_write(struct vmc_ring *r, const void *buf,
-				     u32 len, bool *notify)
+static inline int vmc_ring_msg_write_from(struct vmc_ring *r, u32 len,
+					  vmc_ring_copy_fn copy,
+					  const void *src, bool *notify)
 {
 	u32 room = vmc_ring_msg_room(len), done = 0, seg;
 	__le32 *lenp;
@@ -507,11 +516,27 @@ static inline int vmc_ring_msg_write(struct vmc_ring *r, const void *buf,
 	while (done < len) {
 		p = vmc_ring_seg(r, r->pos + sizeof(*lenp) + done, len - done,
 				 &seg);
-		memcpy(p, (const u8 *)buf + done, seg);
+		copy(p, done, seg, src);
 		done += seg;
 	}
 	*notify = vmc_ring_produce(r, room);
 	return 0;
+}
+
+static inline void vmc_ring_copy_buf(void *dst, u32 off, u32 len,
+				     const void *src)
+{
+	memcpy(dst, (const u8 *)src + off, len);
+}
+
+/*
+ * vmc_ring_msg_write - append one message of @len bytes from @buf.
+ * Returns and *notify as vmc_ring_msg_write_from().
+ */
+static inline int vmc_ring_msg_write(struct vmc_ring *r, const void *buf,
+				     u32 len, bool *notify)
+{
+	return vmc_ring_msg_write_from(r, len, vmc_ring_copy_buf, buf, notify);
 }
 
 /*

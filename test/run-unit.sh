@@ -19,7 +19,7 @@ cd "$(dirname "$0")" || exit 2
 mode=${1:-all}
 out=out
 runs=${FUZZ_RUNS:-200000}
-fuzz_targets="fuzz_ring fuzz_proto fuzz_xs"
+fuzz_targets="fuzz_ring fuzz_proto fuzz_xs fuzz_dgram"
 passed=0
 failed=0
 mkdir -p "$out"
@@ -65,6 +65,7 @@ fuzz_start() {
 	case $t in
 	fuzz_proto) max_len=512 ;;	# messages are at most 144 bytes
 	fuzz_xs) max_len=1024 ;;	# values at most ~600
+	fuzz_dgram) max_len=65600 ;;	# IPv6 header + 64 KiB
 	*) max_len=2048 ;;
 	esac
 	fuzz_runs[$t]=${!runs_var:-$runs}

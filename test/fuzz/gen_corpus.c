@@ -348,6 +348,47 @@ static void gen_xs(void)
 	xs("peer-bad", 2, 0, "1 00163e000001, 0a000001");
 }
 
+/* ---- fuzz_dgram: whole IP packets ---- */
+
+static void dgram(const char *name, int v6, u32 payload, int frag)
+{
+	static u8 buf[128];
+	u32 h = v6 ? 40 : 20, len = h + 8 + payload;
+
+	memset(buf, 0, sizeof(buf));
+	if (v6) {
+		buf[0] = 0x60;
+		buf[4] = (u8)((len - 40) >> 8);
+		buf[5] = (u8)(len - 40);
+		buf[6] = 17;
+		buf[23] = 1;
+		buf[39] = 2;
+	} else {
+		buf[0] = 0x45;
+		buf[2] = (u8)(len >> 8);
+		buf[3] = (u8)len;
+		buf[6] = frag ? 0x20 : 0;
+		buf[9] = 17;
+		buf[12] = 10;
+		buf[16] = 10;
+	}
+	buf[h] = 0x1f;
+	buf[h + 2] = 0x1f;
+	buf[h + 3] = 1;
+	buf[h + 4] = (u8)((len - h) >> 8);
+	buf[h + 5] = (u8)(len - h);
+	put("fuzz_dgram", name, buf, len);
+}
+
+static void gen_dgram(void)
+{
+	dgram("v4", 0, 16, 0);
+	dgram("v4-empty", 0, 0, 0);
+	dgram("v4-frag", 0, 8, 1);
+	dgram("v6", 1, 32, 0);
+	dgram("v6-empty", 1, 0, 0);
+}
+
 int main(int argc, char **argv)
 {
 	if (argc != 2) {
@@ -359,5 +400,6 @@ int main(int argc, char **argv)
 	gen_proto();
 	gen_ring();
 	gen_xs();
+	gen_dgram();
 	return 0;
 }

@@ -759,6 +759,80 @@ static void test_xs_peer(void)
 			T_FAIL("peer \"%s\" accepted", bad[i]);
 }
 
+/* A packet as our sender writes it: IPv4 (hlen 20) or IPv6, UDP, payload. */
+static u32 dgram(u8 *b, int v6, u32 payload)
+{
+	u32 h = v6 ? 40 : 20, len = h + 8 + payload;
+
+	memset(b, 0, len);
+	if (v6) {
+		b[0] = 0x60;
+		b[4] = (len - 40) >> 8;
+		b[5] = (u8)(len - 40);
+		b[6] = 17;
+		b[8] = 0xfd;
+		b[39] = 0x12;
+	} else {
+		b[0] = 0x45;
+		b[2] = len >> 8;
+		b[3] = (u8)len;
+		b[6] = 0x40;		/* DF: allowed */
+		b[9] = 17;
+		b[12] = 10;
+		b[19] = 12;
+	}
+	b[h] = 0x30;		/* sport 0x3039 = 12345 */
+	b[h + 1] = 0x39;
+	b[h + 3] = 53;
+	b[h + 4] = (len - h) >> 8;
+	b[h + 5] = (u8)(len - h);
+	return len;
+}
+
+static void test_dgram(void)
+{
+	static u8 b[VMC_DGRAM_MAX + 8];
+	struct vmc_dgram d;
+	u32 len;
+
+	len = dgram(b, 0, 100);
+	CHECK_EQ(vmc_dgram_check(b, len, &d), 0);
+	CHECK(d.family == VMC_AF_INET && d.hlen == 20 && d.sport == 12345 &&
+	      d.dport == 53 && d.saddr[0] == 10 && d.daddr[3] == 12);
+	len = dgram(b, 1, 65535 - 8);		/* the largest: 64 KiB payload */
+	CHECK_EQ(len, VMC_DGRAM_MAX);
+	CHECK_EQ(vmc_dgram_check(b, len, &d), 0);
+	CHECK(d.family == VMC_AF_INET6 && d.hlen == 40 && d.saddr[0] == 0xfd &&
+	      d.daddr[15] == 0x12);
+	CHECK_EQ(vmc_dgram_check(b, len + 1, &d), -EPROTO);	/* beyond max */
+	len = dgram(b, 0, 0);
+	CHECK_EQ(vmc_dgram_check(b, len, &d), 0);		/* empty payload */
+	CHECK_EQ(vmc_dgram_check(b, len - 1, &d), -EPROTO);	/* short */
+	b[7] = 1;						/* fragment offset */
+	CHECK_EQ(vmc_dgram_check(b, len, &d), -EPROTO);
+	len = dgram(b, 0, 10);
+	b[6] |= 0x20;						/* more fragments */
+	CHECK_EQ(vmc_dgram_check(b, len, &d), -EPROTO);
+	len = dgram(b, 0, 10);
+	b[9] = 6;						/* TCP */
+	CHECK_EQ(vmc_dgram_check(b, len, &d), -EPROTO);
+	len = dgram(b, 0, 10);
+	b[0] = 0x44;						/* ihl 16 bytes */
+	CHECK_EQ(vmc_dgram_check(b, len, &d), -EPROTO);
+	len = dgram(b, 0, 10);
+	b[3]++;							/* IP total length */
+	CHECK_EQ(vmc_dgram_check(b, len, &d), -EPROTO);
+	len = dgram(b, 0, 10);
+	b[25]++;						/* UDP length */
+	CHECK_EQ(vmc_dgram_check(b, len, &d), -EPROTO);
+	len = dgram(b, 1, 10);
+	b[6] = 0;						/* hop-by-hop header */
+	CHECK_EQ(vmc_dgram_check(b, len, &d), -EPROTO);
+	len = dgram(b, 1, 10);
+	b[0] = 0x50;						/* version 5 */
+	CHECK_EQ(vmc_dgram_check(b, len, &d), -EPROTO);
+}
+
 int main(void)
 {
 	RUN(test_layout);
@@ -783,5 +857,6 @@ int main(void)
 	RUN(test_xs_addrs_roundtrip);
 	RUN(test_xs_chan);
 	RUN(test_xs_peer);
+	RUN(test_dgram);
 	return T_DONE("proto_test");
 }
