@@ -185,6 +185,7 @@ struct vmcf_peer {
 	unsigned long *slot_used;	/* under conn_lock */
 	struct vmcf_conn **conns;	/* by our slot; under conn_lock */
 	bool peer_ready;		/* the peer mapped our pool (READY) */
+	u16 gen;			/* next connection id's generation */
 
 	/* The peer's pool, as announced in HELLO and mapped. */
 	unsigned int rpool_pages, rpool_hdr, rpool_slots, rring_pages;
@@ -293,7 +294,9 @@ struct vmcf_conn {
 	struct proto *orig_prot;
 	struct vmcf_peer *peer;		/* NULL once the channel is gone */
 	refcount_t ref;
-	int slot;			/* our tx slot and id, or -1 */
+	int slot;			/* our tx slot, or -1 */
+	u32 id;				/* our id for it: slot | generation << 16 */
+	unsigned int domid;		/* the peer's, for /proc */
 	u32 peer_id;			/* the peer's id (its tx slot) */
 	enum vmcf_conn_state state;
 	bool active;			/* we connected, and offer */
@@ -335,7 +338,8 @@ static LIST_HEAD(vmcf_peers);
 static bool vmcf_stopping;		/* unload under way; under vmcf_lock */
 static bool vmcf_suspended;		/* frozen: no channels; under vmcf_lock */
 static bool vmcf_draining;		/* unload, suspend: accelerate nothing new */
-static atomic_t vmcf_in_close = ATOMIC_INIT(0);	/* close()/destroy() inside TCP's */
+static atomic_t vmcf_inside = ATOMIC_INIT(0);	/* calls in our ops that may sleep */
+static bool vmcf_exiting;		/* under kernel_param_lock(THIS_MODULE) */
 static DEFINE_MUTEX(vmcf_batch_lock);	/* one vmcf_batch at a time */
 static void vmcf_reap(struct work_struct *work);
 static DECLARE_WORK(vmcf_reap_work, vmcf_reap);
@@ -454,7 +458,6 @@ static bool vmcf_send(struct vmcf_peer *p, const void *msg)
 	u32 len = le16_to_cpu(h->len);
 	struct vmcf_queued *q;
 	bool notify, ok = true;
-	unsigned int queued;
 
 	q = kmalloc(sizeof(*q) + len, GFP_ATOMIC);
 	spin_lock_bh(&p->tx_lock);
@@ -468,13 +471,13 @@ static bool vmcf_send(struct vmcf_peer *p, const void *msg)
 		q = NULL;
 	}
 	notify = vmcf_flush_locked(p);
-	queued = p->backlog_len;
+	/* Under the lock: teardown sets tx_dead, then cancels the tick. */
+	if (p->backlog_len && vmcf_wq && !p->tx_dead)
+		queue_delayed_work(vmcf_wq, &p->tick, HZ);
 	spin_unlock_bh(&p->tx_lock);
 	kfree(q);
 	if (notify)
 		vmcf_notify(p);
-	if (queued && vmcf_wq)
-		queue_delayed_work(vmcf_wq, &p->tick, HZ);
 	if (!ok)
 		pr_warn_ratelimited("peer %u: control message %u dropped: backlog full\n",
 				    p->domid, h->type);
@@ -917,6 +920,8 @@ static int vmcf_slot_get(struct vmcf_peer *p, struct vmcf_conn *c)
 	p->conns[slot] = c;
 	refcount_inc(&c->ref);		/* the slot's reference */
 	c->slot = slot;
+	/* A late message for an earlier user of the slot finds no conn. */
+	c->id = slot | (u32)p->gen++ << 16;
 	return 0;
 }
 
@@ -969,6 +974,7 @@ static void vmcf_wake(struct sock *sk)
 }
 
 static void vmcf_send_close(struct vmcf_peer *p, struct vmcf_conn *c, u32 how);
+static void vmcf_send_refuse(struct vmcf_peer *p, u32 conn, u32 reason);
 
 /*
  * A call that began in our functions finds the socket given back to TCP
@@ -981,6 +987,16 @@ static int vmcf_restart(void)
 {
 	set_thread_flag(TIF_NOTIFY_SIGNAL);
 	return -ERESTARTSYS;
+}
+
+/*
+ * Only a task that returns to user space restarts a call: kernel threads
+ * (nbd, iSCSI on a user-made socket) and io_uring workers never clear the
+ * flag; they call TCP's function from ours instead (counted for unload).
+ */
+static bool vmcf_can_restart(void)
+{
+	return !(current->flags & (PF_KTHREAD | PF_IO_WORKER));
 }
 
 /* The conn of a socket we took, with a reference; NULL if none. */
@@ -1046,13 +1062,19 @@ static void vmcf_untake(struct vmcf_conn *c, bool free_slot)
 		if (free_slot && c->peer == p)
 			put = vmcf_slot_put(p, c);
 		WRITE_ONCE(c->sk, NULL);
+		/* Not in p's lists: its teardown could not clear this later. */
+		if (c->slot < 0)
+			WRITE_ONCE(c->peer, NULL);
 		spin_unlock_bh(&p->conn_lock);
 	}
 	WRITE_ONCE(c->sk, NULL);
 	rcu_read_unlock();
+	kvfree(c->drain);
+	c->drain = NULL;
 	if (put)
 		vmcf_conn_put(c);
 	vmcf_wake(sk);
+	vmcf_hist_reap(false);
 }
 
 /*
@@ -1075,7 +1097,7 @@ static void vmcf_conn_kill(struct vmcf_conn *c, int err, const char *why,
 	c->why = why;
 	atomic_long_inc(&vmcf_resets);
 	pr_warn_ratelimited("connection to peer %u reset: %s\n",
-			    c->peer ? c->peer->domid : 0, why);
+			    c->domid, why);
 	/* Told, the peer may still be reading our ring until its CLOSE. */
 	vmcf_untake(c, !tell);
 	/* Reads then see the error once and EOF after, as after an RST. */
@@ -1093,6 +1115,13 @@ static void vmcf_conn_pass(struct vmcf_conn *c, enum vmcf_fallback fb,
 	WRITE_ONCE(c->state, VMCF_C_PASS);
 	c->why = why;
 	vmcf_count_fallback(fb);
+	/* An OFFER waiting for a TCP send to end: its sender must hear no. */
+	if (c->deferred && c->peer) {
+		vmcf_send_refuse(c->peer, le32_to_cpu(c->deferred->conn),
+				 VMC_R_UNSUPPORTED);
+		kfree(c->deferred);
+		c->deferred = NULL;
+	}
 	if (c->fin_deferred) {
 		c->fin_deferred = false;
 		vmcf_tcp_base(c->sk)->shutdown(c->sk, SEND_SHUTDOWN);
@@ -1133,10 +1162,10 @@ static void vmcf_send_refuse(struct vmcf_peer *p, u32 conn, u32 reason)
 static int vmcf_resend(struct sock *sk, struct vmcf_conn *c, u32 from)
 {
 	struct msghdr msg = { .msg_flags = MSG_DONTWAIT | MSG_NOSIGNAL };
-	u32 left, seg, done;
+	u32 left, seg, done, lowat;
 	struct kvec iov[2];
-	unsigned char shut;
-	int n = 0, ret;
+	int n = 0, ret, sndbuf;
+	bool shut;
 
 	left = c->slot < 0 ? 0 : c->tx.pos - from;
 	if (left > c->tx.size)
@@ -1149,17 +1178,31 @@ static int vmcf_resend(struct sock *sk, struct vmcf_conn *c, u32 from)
 		iov[n].iov_len = seg;
 	}
 	if (left) {
-		/* At most one ring: make room so that it goes in one call. */
+		/*
+		 * At most one ring, in one call: room in the send buffer, no
+		 * TCP_NOTSENT_LOWAT limit for it (both put back after), and
+		 * the SEND_SHUTDOWN of a shutdown(WR) on the ring lifted: its
+		 * FIN comes after these bytes.
+		 */
+		sndbuf = sk->sk_sndbuf;
 		if (sk->sk_wmem_queued + 2 * left + SKB_TRUESIZE(PAGE_SIZE) >
-		    sk->sk_sndbuf)
+		    sndbuf)
 			WRITE_ONCE(sk->sk_sndbuf, sk->sk_wmem_queued + 2 * left +
 				   SKB_TRUESIZE(PAGE_SIZE));
-		/* shutdown(WR) on the ring set this; TCP's FIN comes after. */
-		shut = sk->sk_shutdown;
-		WRITE_ONCE(sk->sk_shutdown, shut & ~SEND_SHUTDOWN);
+		lowat = tcp_sk(sk)->notsent_lowat;
+		WRITE_ONCE(tcp_sk(sk)->notsent_lowat, UINT_MAX);
+		shut = sk->sk_shutdown & SEND_SHUTDOWN;
+		if (shut)
+			WRITE_ONCE(sk->sk_shutdown, sk->sk_shutdown & ~SEND_SHUTDOWN);
 		iov_iter_kvec(&msg.msg_iter, ITER_SOURCE, iov, n, left);
 		ret = tcp_sendmsg_locked(sk, &msg, left);
-		WRITE_ONCE(sk->sk_shutdown, shut);
+		if (shut)
+			WRITE_ONCE(sk->sk_shutdown, sk->sk_shutdown | SEND_SHUTDOWN);
+		WRITE_ONCE(tcp_sk(sk)->notsent_lowat, lowat);
+		if (sk->sk_sndbuf > sndbuf && !(sk->sk_userlocks & SOCK_SNDBUF_LOCK))
+			WRITE_ONCE(sk->sk_sndbuf, max_t(int, sndbuf, sk->sk_wmem_queued));
+		else if (sk->sk_userlocks & SOCK_SNDBUF_LOCK)
+			WRITE_ONCE(sk->sk_sndbuf, sndbuf);
 		if (ret != left)
 			return ret < 0 ? ret : -ENOBUFS;
 		atomic_long_add(left, &vmcf_resent_bytes);
@@ -1263,7 +1306,10 @@ static void vmcf_revert_start(struct vmcf_conn *c, const char *why)
 	WRITE_ONCE(c->state, VMCF_C_REVERTING);
 	c->why = why;
 	c->revert_at = jiffies;
-	mod_delayed_work(vmcf_wq, &c->peer->tick, VMCF_REVERT_TIMEOUT + 1);
+	/* Its expiry; never re-armed once the channel's teardown began. */
+	if (!READ_ONCE(c->peer->closing))
+		queue_delayed_work(vmcf_wq, &c->peer->tick,
+				   VMCF_REVERT_TIMEOUT + 1);
 	vmcf_wake(c->sk);
 }
 
@@ -1303,7 +1349,7 @@ static void vmcf_accept(struct vmcf_conn *c, const struct vmc_msg_conn_offer *o)
 	c->rx_attached = true;
 	vmc_msg_init(&m, VMC_MSG_CONN_ACCEPT);
 	m.conn = o->conn;
-	m.peer_conn = cpu_to_le32(c->slot);
+	m.peer_conn = cpu_to_le32(c->id);
 	vmcf_ring_ref(p, c->slot, &m.ring);
 	m.seq_cut = cpu_to_le32(READ_ONCE(tcp_sk(c->sk)->write_seq));
 	m.isn_offerer = cpu_to_le32(c->isn_remote);
@@ -1413,6 +1459,7 @@ static void vmcf_state_probe(void *data, const struct sock *csk,
 	INIT_LIST_HEAD(&c->rnode);
 	c->sk = sk;
 	c->peer = p;
+	c->domid = p->domid;
 	c->slot = -1;
 	c->orig_prot = sk->sk_prot;
 	/* Both ISNs, as proof later: SYN and SYN-ACK are acked by now. */
@@ -1464,7 +1511,7 @@ static void vmcf_state_probe(void *data, const struct sock *csk,
 			goto out;
 		}
 		vmc_msg_init(&m, VMC_MSG_CONN_OFFER);
-		m.conn = cpu_to_le32(c->slot);
+		m.conn = cpu_to_le32(c->id);
 		m.tuple = c->tuple;
 		vmcf_ring_ref(p, c->slot, &m.ring);
 		m.seq_cut = cpu_to_le32(READ_ONCE(tcp_sk(sk)->write_seq));
@@ -1529,8 +1576,16 @@ static u32 vmcf_tcp_room(struct sock *sk, struct vmcf_conn *c)
 {
 	u32 seq = READ_ONCE(tcp_sk(sk)->copied_seq);
 
-	if (c->state == VMCF_C_DRAIN ||
-	    (c->state == VMCF_C_RING && c->rx_attached))
+	enum vmcf_conn_state st = READ_ONCE(c->state);
+
+	/*
+	 * Moving back (REVERTING): the peer's ring bytes from where we
+	 * stopped come next, on TCP once it answers, or saved if it closed
+	 * instead: nothing after the cut may be read (nor its FIN taken for
+	 * EOF) before the state says which.
+	 */
+	if (st == VMCF_C_DRAIN || ((st == VMCF_C_RING || st == VMCF_C_REVERTING) &&
+				   READ_ONCE(c->rx_attached)))
 		return before(seq, c->rx_cut) ? c->rx_cut - seq : 0;
 	return U32_MAX;
 }
@@ -1546,8 +1601,12 @@ static bool vmcf_rx_wakeup(struct sock *sk, struct vmcf_conn *c)
 	bool ret;
 
 	if (READ_ONCE(c->sk) != sk || st == VMCF_C_DRAIN ||
-	    READ_ONCE(sk->sk_err) ||
-	    (READ_ONCE(sk->sk_shutdown) & RCV_SHUTDOWN) || tcp_inq(sk) > 0)
+	    READ_ONCE(sk->sk_err))
+		return true;
+	if (st == VMCF_C_REVERTING)
+		return READ_ONCE(c->state) != st ||
+		       (vmcf_tcp_room(sk, c) && tcp_inq(sk) > 0);
+	if ((READ_ONCE(sk->sk_shutdown) & RCV_SHUTDOWN) || tcp_inq(sk) > 0)
 		return true;
 	rcu_read_lock();
 	ret = st == VMCF_C_RING && READ_ONCE(c->rx_attached) &&
@@ -1586,24 +1645,27 @@ static bool vmcf_tcp_wakeup(struct sock *sk, struct vmcf_conn *c)
 	       sk_stream_memory_free(sk);
 }
 
-static int vmcf_recvmsg(struct sock *sk, struct msghdr *msg, size_t len,
-			int flags, int *addr_len)
+static int vmcf_do_recvmsg(struct sock *sk, struct msghdr *msg, size_t len,
+			   int flags, int *addr_len)
 {
 	DEFINE_WAIT_FUNC(wait, woken_wake_function);
 	const struct proto *base = vmcf_tcp_base(sk);
 	struct vmcf_conn *c;
 	int copied = 0, ret, target;
 	u32 seg, n, done, got, room;
-	bool notify, fault = false;
+	bool notify, fault = false, to_tcp = false;
 	long timeo, avail;
 	u8 *ptr;
 
-	/* Urgent data and the error queue never use a ring; neither sleeps. */
+	/* Urgent data and the error queue never use a ring. */
 	if (flags & (MSG_ERRQUEUE | MSG_OOB))
 		return base->recvmsg(sk, msg, len, flags, addr_len);
 	c = vmcf_conn_get(sk);
-	if (!c)
-		return vmcf_restart();
+	if (!c) {
+		if (vmcf_can_restart())
+			return vmcf_restart();
+		return base->recvmsg(sk, msg, len, flags, addr_len);
+	}
 
 	lock_sock(sk);
 	timeo = sock_rcvtimeo(sk, flags & MSG_DONTWAIT);
@@ -1611,8 +1673,10 @@ static int vmcf_recvmsg(struct sock *sk, struct msghdr *msg, size_t len,
 	while (copied < len) {
 		if (c->sk != sk) {
 			/* TCP's again: the rest comes from TCP's recvmsg. */
-			if (!copied)
+			if (!copied && vmcf_can_restart())
 				copied = vmcf_restart();
+			else if (!copied)
+				to_tcp = true;
 			break;
 		}
 		/* TCP first: what the peer sent before its cut, or all. */
@@ -1674,6 +1738,9 @@ static int vmcf_recvmsg(struct sock *sk, struct msghdr *msg, size_t len,
 				break;
 			continue;
 		}
+		/* Moving back: nothing but TCP before the cut until it is done. */
+		if (c->state != VMCF_C_RING)
+			goto wait;
 		/* Then the ring. */
 		avail = vmc_ring_avail(&c->rx);
 		if (avail < 0) {
@@ -1738,7 +1805,21 @@ wait:
 	}
 	release_sock(sk);
 	vmcf_conn_put(c);
+	if (to_tcp)
+		return base->recvmsg(sk, msg, len, flags, addr_len);
 	return copied;
+}
+
+/* Every call that may sleep in our code is counted: unload waits for it. */
+static int vmcf_recvmsg(struct sock *sk, struct msghdr *msg, size_t len,
+			int flags, int *addr_len)
+{
+	int ret;
+
+	atomic_inc(&vmcf_inside);
+	ret = vmcf_do_recvmsg(sk, msg, len, flags, addr_len);
+	atomic_dec(&vmcf_inside);
+	return ret;
 }
 
 /*
@@ -1792,28 +1873,34 @@ static size_t vmcf_tcp_send(struct sock *sk, struct vmcf_conn *c,
 	return 0;
 }
 
-static int vmcf_sendmsg(struct sock *sk, struct msghdr *msg, size_t size)
+static int vmcf_do_sendmsg(struct sock *sk, struct msghdr *msg, size_t size)
 {
 	DEFINE_WAIT_FUNC(wait, woken_wake_function);
+	const struct proto *base = vmcf_tcp_base(sk);
 	struct vmcf_conn *c;
 	u32 seg, n, done, got;
 	size_t copied = 0;
-	bool notify, raw = false;
+	bool notify, raw = false, to_tcp = false;
 	long timeo, space;
 	int err = 0;
 	u8 *ptr;
 
 	c = vmcf_conn_get(sk);
-	if (!c)
-		return vmcf_restart();
+	if (!c) {
+		if (vmcf_can_restart())
+			return vmcf_restart();
+		return base->sendmsg(sk, msg, size);
+	}
 
 	lock_sock(sk);
 	timeo = sock_sndtimeo(sk, msg->msg_flags & MSG_DONTWAIT);
 	while (copied < size) {
 		if (c->sk != sk) {
-			if (!copied) {
+			if (!copied && vmcf_can_restart()) {
 				err = vmcf_restart();
 				raw = true;
+			} else if (!copied) {
+				to_tcp = true;
 			}
 			break;
 		}
@@ -1888,11 +1975,23 @@ static int vmcf_sendmsg(struct sock *sk, struct msghdr *msg, size_t size)
 	}
 	release_sock(sk);
 	vmcf_conn_put(c);
+	if (to_tcp)
+		return base->sendmsg(sk, msg, size);
 	if (copied)
 		return copied;
 	if (raw)
 		return err;
 	return sk_stream_error(sk, msg->msg_flags, err);
+}
+
+static int vmcf_sendmsg(struct sock *sk, struct msghdr *msg, size_t size)
+{
+	int ret;
+
+	atomic_inc(&vmcf_inside);
+	ret = vmcf_do_sendmsg(sk, msg, size);
+	atomic_dec(&vmcf_inside);
+	return ret;
 }
 
 static bool vmcf_sock_is_readable(struct sock *sk)
@@ -1996,7 +2095,7 @@ static void vmcf_close(struct sock *sk, long timeout)
 	struct vmcf_conn *c;
 	bool unread;
 
-	atomic_inc(&vmcf_in_close);	/* unload waits for base->close() */
+	atomic_inc(&vmcf_inside);	/* unload waits for base->close() */
 	c = vmcf_conn_get(sk);
 	if (c)
 		WRITE_ONCE(c->closing, true);	/* see vmcf_release_cb() */
@@ -2036,7 +2135,7 @@ static void vmcf_close(struct sock *sk, long timeout)
 	if (c)
 		vmcf_conn_put(c);
 	base->close(sk, timeout);
-	atomic_dec(&vmcf_in_close);
+	atomic_dec(&vmcf_inside);
 }
 
 /* A child socket that was never accepted is freed here, not in close. */
@@ -2045,7 +2144,7 @@ static void vmcf_destroy(struct sock *sk)
 	const struct proto *base = vmcf_tcp_base(sk);
 	struct vmcf_conn *c;
 
-	atomic_inc(&vmcf_in_close);
+	atomic_inc(&vmcf_inside);
 	rcu_read_lock();
 	c = vmcf_conn_of(sk);
 	rcu_read_unlock();
@@ -2055,7 +2154,7 @@ static void vmcf_destroy(struct sock *sk)
 		vmcf_detach(sk, c);
 	}
 	base->destroy(sk);
-	atomic_dec(&vmcf_in_close);
+	atomic_dec(&vmcf_inside);
 }
 
 /* connect(AF_UNSPEC), or a listener closing with this child unaccepted. */
@@ -2097,6 +2196,8 @@ static int vmcf_to_tcp(struct sock *sk, struct vmcf_conn *c, const char *why)
 			break;
 		if (c->state == VMCF_C_DRAIN || !timeo)
 			return -EBUSY;
+		if (signal_pending(current))
+			return sock_intr_errno(timeo);
 		add_wait_queue(sk_sleep(sk), &wait);
 		sk_wait_event(sk, &timeo, READ_ONCE(c->sk) != sk ||
 			      (READ_ONCE(c->state) != VMCF_C_OFFERED &&
@@ -2106,8 +2207,8 @@ static int vmcf_to_tcp(struct sock *sk, struct vmcf_conn *c, const char *why)
 	return 0;
 }
 
-static int vmcf_setsockopt(struct sock *sk, int level, int optname,
-			   sockptr_t optval, unsigned int optlen)
+static int vmcf_do_setsockopt(struct sock *sk, int level, int optname,
+			      sockptr_t optval, unsigned int optlen)
 {
 	struct vmcf_conn *c;
 	int err = 0;
@@ -2125,6 +2226,17 @@ static int vmcf_setsockopt(struct sock *sk, int level, int optname,
 			return err;
 	}
 	return vmcf_tcp_base(sk)->setsockopt(sk, level, optname, optval, optlen);
+}
+
+static int vmcf_setsockopt(struct sock *sk, int level, int optname,
+			   sockptr_t optval, unsigned int optlen)
+{
+	int err;
+
+	atomic_inc(&vmcf_inside);
+	err = vmcf_do_setsockopt(sk, level, optname, optval, optlen);
+	atomic_dec(&vmcf_inside);
+	return err;
 }
 
 /* Bytes readable and bytes not yet consumed by the peer. */
@@ -2156,18 +2268,28 @@ static int vmcf_ioctl_value(struct sock *sk, int cmd, int *answ)
 #ifndef VMCF_IOCTL_KARG
 static int vmcf_ioctl(struct sock *sk, int cmd, unsigned long arg)
 {
-	int answ, err = vmcf_ioctl_value(sk, cmd, &answ);
+	int answ, err;
 
+	atomic_inc(&vmcf_inside);	/* TCP's ioctl may take the lock */
+	err = vmcf_ioctl_value(sk, cmd, &answ);
 	if (err == -ENOIOCTLCMD)
-		return vmcf_tcp_base(sk)->ioctl(sk, cmd, arg);
-	return put_user(answ, (int __user *)arg);
+		err = vmcf_tcp_base(sk)->ioctl(sk, cmd, arg);
+	else
+		err = put_user(answ, (int __user *)arg);
+	atomic_dec(&vmcf_inside);
+	return err;
 }
 #else
 static int vmcf_ioctl(struct sock *sk, int cmd, int *karg)
 {
-	int err = vmcf_ioctl_value(sk, cmd, karg);
+	int err;
 
-	return err == -ENOIOCTLCMD ? vmcf_tcp_base(sk)->ioctl(sk, cmd, karg) : err;
+	atomic_inc(&vmcf_inside);	/* TCP's ioctl may take the lock */
+	err = vmcf_ioctl_value(sk, cmd, karg);
+	if (err == -ENOIOCTLCMD)
+		err = vmcf_tcp_base(sk)->ioctl(sk, cmd, karg);
+	atomic_dec(&vmcf_inside);
+	return err;
 }
 #endif
 
@@ -2247,10 +2369,12 @@ static void vmcf_find_tp(struct tracepoint *tp, void *priv)
 static struct vmcf_conn *vmcf_conn_by_id(struct vmcf_peer *p, u32 id)
 {
 	struct vmcf_conn *c = NULL;
+	u32 slot = id & 0xffff;
 
 	spin_lock_bh(&p->conn_lock);
-	if (p->conns && id < p->pool_slots && p->conns[id]) {
-		c = p->conns[id];
+	if (p->conns && slot < p->pool_slots && p->conns[slot] &&
+	    p->conns[slot]->id == id) {
+		c = p->conns[slot];
 		refcount_inc(&c->ref);
 	}
 	spin_unlock_bh(&p->conn_lock);
@@ -2267,9 +2391,28 @@ static struct sock *vmcf_conn_lock(struct vmcf_peer *p, struct vmcf_conn *c)
 	if (sk)
 		sock_hold(sk);
 	spin_unlock_bh(&p->conn_lock);
-	if (sk)
-		lock_sock(sk);
+	if (!sk)
+		return NULL;
+	lock_sock(sk);
+	/* Closed or given back while we waited: it is no longer ours. */
+	if (READ_ONCE(c->sk) != sk) {
+		release_sock(sk);
+		sock_put(sk);
+		return NULL;
+	}
 	return sk;
+}
+
+/* A conn without a socket the peer is done with: its slot goes back. */
+static void vmcf_zombie_done(struct vmcf_peer *p, struct vmcf_conn *c)
+{
+	bool put;
+
+	spin_lock_bh(&p->conn_lock);
+	put = !c->sk && c->peer == p && vmcf_slot_put(p, c);
+	spin_unlock_bh(&p->conn_lock);
+	if (put)
+		vmcf_conn_put(c);
 }
 
 static void vmcf_conn_unlock(struct sock *sk)
@@ -2342,18 +2485,21 @@ static void vmcf_rx_accept(struct vmcf_peer *p,
 			   const struct vmc_msg_conn_accept *m)
 {
 	struct vmcf_conn *c = vmcf_conn_by_id(p, le32_to_cpu(m->conn));
-	struct sock *sk;
+	struct vmc_msg_conn_end r;
+	struct sock *sk = NULL;
 
-	if (!c) {
-		vmcf_peer_broken(p, "ACCEPT for no connection");
-		return;
-	}
-	sk = vmcf_conn_lock(p, c);
-	if (c->state != VMCF_C_OFFERED) {
-		vmcf_conn_unlock(sk);
-		vmcf_conn_put(c);
-		vmcf_peer_broken(p, "unexpected ACCEPT");
-		return;
+	if (c)
+		sk = vmcf_conn_lock(p, c);
+	if (!c || c->state != VMCF_C_OFFERED) {
+		/*
+		 * Too late: we gave up on that offer (reset, unload).  The
+		 * peer thinks the ring is on: tell it to reset its side.
+		 */
+		vmc_msg_init(&r, VMC_MSG_CONN_CLOSE);
+		r.conn = m->peer_conn;
+		r.how = cpu_to_le32(VMC_CLOSE_RST);
+		vmcf_send(p, &r);
+		goto out;
 	}
 	if (le32_to_cpu(m->isn_offerer) != c->isn_local ||
 	    le32_to_cpu(m->isn_accepter) != c->isn_remote) {
@@ -2365,10 +2511,17 @@ static void vmcf_rx_accept(struct vmcf_peer *p,
 		WRITE_ONCE(c->state, VMCF_C_PASS);
 		c->why = "peer failed the ISN proof";
 		vmcf_count_fallback(VMCF_FB_AUTH);
+		if (sk && c->fin_deferred) {
+			c->fin_deferred = false;
+			vmcf_tcp_base(sk)->shutdown(sk, SEND_SHUTDOWN);
+		}
 		if (sk)
 			vmcf_untake(c, false);
 	} else if (vmcf_attach_rx(p, c, &m->ring)) {
-		vmcf_conn_pass(c, VMCF_FB_REFUSED, "bad ring in accept");
+		if (sk)
+			vmcf_conn_pass(c, VMCF_FB_REFUSED, "bad ring in accept");
+		else
+			vmcf_zombie_done(p, c);
 	} else {
 		c->peer_id = le32_to_cpu(m->peer_conn);
 		c->rx_cut = le32_to_cpu(m->seq_cut);
@@ -2382,8 +2535,10 @@ static void vmcf_rx_accept(struct vmcf_peer *p,
 			vmcf_revert_start(c, "moved back to TCP: unload, suspend or tcp=0");
 		vmcf_wake(sk);
 	}
+out:
 	vmcf_conn_unlock(sk);
-	vmcf_conn_put(c);
+	if (c)
+		vmcf_conn_put(c);
 }
 
 static void vmcf_rx_refuse(struct vmcf_peer *p,
@@ -2395,8 +2550,10 @@ static void vmcf_rx_refuse(struct vmcf_peer *p,
 	if (!c)
 		return;
 	sk = vmcf_conn_lock(p, c);
-	if (c->state == VMCF_C_OFFERED)
+	if (sk && c->state == VMCF_C_OFFERED)
 		vmcf_conn_pass(c, VMCF_FB_REFUSED, "refused by the peer");
+	else if (!sk)
+		vmcf_zombie_done(p, c);	/* closed while offered */
 	vmcf_conn_unlock(sk);
 	vmcf_conn_put(c);
 }
@@ -2497,14 +2654,18 @@ static void vmcf_wake_conns(struct vmcf_peer *p)
 static void vmcf_batch(struct list_head *batch)
 {
 	struct vmcf_conn *c;
+	struct sock *sk;
 
 	lockdep_assert_held(&vmcf_batch_lock);
 	spin_lock_bh(&vmcf_conn_hash_lock);
 	list_for_each_entry(c, &vmcf_conn_all, anode) {
-		if (!c->sk || !refcount_inc_not_zero(&c->ref))
+		/* Read once: vmcf_untake() clears it without this lock. */
+		sk = READ_ONCE(c->sk);
+		if (!sk || !refcount_inc_not_zero(&c->ref))
 			continue;
-		c->batch_sk = c->sk;
-		sock_hold(c->batch_sk);
+		/* Pinned: a taken socket is unhooked from this list first. */
+		c->batch_sk = sk;
+		sock_hold(sk);
 		list_add_tail(&c->rnode, batch);
 	}
 	spin_unlock_bh(&vmcf_conn_hash_lock);
@@ -2538,7 +2699,8 @@ static void vmcf_batch_done(struct vmcf_conn *c)
  * With @drain_wait (unload), also wait that long for saved bytes to be
  * read, then reset what is left: nothing of ours may stay on a socket.
  */
-static void vmcf_revert_all(const char *why, unsigned long drain_wait)
+static void vmcf_revert_all(const char *why, unsigned long drain_wait,
+			    struct vmcf_peer *only)
 {
 	unsigned long start = jiffies;
 	struct vmcf_conn *c;
@@ -2551,7 +2713,7 @@ static void vmcf_revert_all(const char *why, unsigned long drain_wait)
 		mutex_lock(&vmcf_batch_lock);
 		vmcf_batch(&batch);
 		while ((c = vmcf_batch_next(&batch))) {
-			if (c->sk != c->batch_sk) {
+			if (c->sk != c->batch_sk || (only && c->peer != only)) {
 				vmcf_batch_done(c);
 				continue;
 			}
@@ -2707,7 +2869,11 @@ static void vmcf_conns_down(struct vmcf_peer *p)
 		vmcf_conn_put(c);
 	}
 	for (i = 0; p->conns && i < p->pool_slots; i++) {
-		c = vmcf_conn_by_id(p, i);
+		spin_lock_bh(&p->conn_lock);
+		c = p->conns[i];
+		if (c)
+			refcount_inc(&c->ref);
+		spin_unlock_bh(&p->conn_lock);
 		if (!c)
 			continue;
 		spin_lock_bh(&p->conn_lock);
@@ -3126,6 +3292,14 @@ static void vmcf_chan_close(struct vmcf_peer *p)
 	struct gnttab_unmap_grant_ref unmap;
 	char node[24];
 
+	/*
+	 * The peer may well be alive (Dom0 dropped it from the table, its
+	 * backend went away): move its connections back to TCP first, so
+	 * that neither side's unread ring bytes are lost.  A dead peer does
+	 * not answer: its connections are saved from its ring below.
+	 */
+	if (READ_ONCE(p->state) == VMCF_UP && !p->closing)
+		vmcf_revert_all("peer channel closing: moved back to TCP", 0, p);
 	/* No sender writes the datagram ring after this (dg_lock). */
 	spin_lock_bh(&p->dg_lock);
 	p->dg_on = false;
@@ -3146,6 +3320,8 @@ static void vmcf_chan_close(struct vmcf_peer *p)
 	vmcf_backlog_free(p);
 	p->tx_dead = true;	/* the out page goes below */
 	spin_unlock_bh(&p->tx_lock);
+	/* A send or revert may have armed it again meanwhile: not any more. */
+	cancel_delayed_work_sync(&p->tick);
 	vmcf_pending_free(p);
 	if (p->irq >= 0) {
 		unbind_from_irqhandler(p->irq, p);	/* closes the port */
@@ -3662,8 +3838,7 @@ static int vmcf_connections_show(struct seq_file *m, void *v)
 		seq_putc(m, ' ');
 		vmcf_show_addr(m, &c->tuple, c->tuple.raddr,
 			       le16_to_cpu(c->tuple.rport));
-		seq_printf(m, " %d %s %llu %llu %s\n",
-			   c->peer ? (int)c->peer->domid : -1,
+		seq_printf(m, " %u %s %llu %llu %s\n", c->domid,
 			   vmcf_cstate_name[READ_ONCE(c->state)], c->tx_bytes,
 			   c->rx_bytes, c->why ? c->why : "-");
 	}
@@ -3766,7 +3941,7 @@ static void vmcf_leave(u32 reason)
 static int vmcf_pm_freeze(struct device *dev)
 {
 	WRITE_ONCE(vmcf_draining, true);
-	vmcf_revert_all("suspend: moved back to TCP", 0);
+	vmcf_revert_all("suspend: moved back to TCP", 0, NULL);
 	mutex_lock(&vmcf_lock);
 	vmcf_suspended = true;
 	vmcf_leave(VMC_R_SUSPEND);
@@ -3825,8 +4000,9 @@ static int vmcf_set_tcp(const char *val, const struct kernel_param *kp)
 {
 	int err = param_set_bool(val, kp);
 
-	if (!err && !READ_ONCE(tcp) && READ_ONCE(vmcf_wq))
-		vmcf_revert_all("tcp=0: moved back to TCP", 0);
+	/* Called with kernel_param_lock held: vmcf_exiting is stable. */
+	if (!err && !READ_ONCE(tcp) && READ_ONCE(vmcf_wq) && !vmcf_exiting)
+		vmcf_revert_all("tcp=0: moved back to TCP", 0, NULL);
 	return err;
 }
 
@@ -4045,6 +4221,9 @@ static void __exit vmcf_exit(void)
 {
 	unsigned long t0 = jiffies;
 
+	kernel_param_lock(THIS_MODULE);
+	vmcf_exiting = true;		/* tcp=0 no longer reverts */
+	kernel_param_unlock(THIS_MODULE);
 	platform_device_unregister(vmcf_pm_dev);
 	platform_driver_unregister(&vmcf_pm_driver);
 #if IS_ENABLED(CONFIG_IPV6)
@@ -4056,7 +4235,7 @@ static void __exit vmcf_exit(void)
 	WRITE_ONCE(vmcf_draining, true);
 	tracepoint_probe_unregister(vmcf_tp, vmcf_state_probe, NULL);
 	tracepoint_synchronize_unregister();
-	vmcf_revert_all("module unload: moved back to TCP", VMCF_DRAIN_WAIT);
+	vmcf_revert_all("module unload: moved back to TCP", VMCF_DRAIN_WAIT, NULL);
 
 	unregister_xenbus_watch(&vmcf_table_watch);
 	flush_workqueue(vmcf_wq);
@@ -4068,7 +4247,13 @@ static void __exit vmcf_exit(void)
 	cancel_work_sync(&vmcf_addr_work);
 
 	vmcf_hist_reap(true);
-	while (atomic_read(&vmcf_conns) || atomic_read(&vmcf_in_close)) {
+	/*
+	 * A caller that loaded a pointer to one of our functions before its
+	 * socket was given back has entered it (and counted itself) once
+	 * every task has passed a voluntary switch; then wait for the counts.
+	 */
+	synchronize_rcu_tasks();
+	while (atomic_read(&vmcf_conns) || atomic_read(&vmcf_inside)) {
 		if (time_after(jiffies, t0 + 10 * HZ)) {
 			pr_warn_ratelimited("unload waits for %d connection(s) still in our code\n",
 					    atomic_read(&vmcf_conns));

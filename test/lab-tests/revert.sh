@@ -14,6 +14,7 @@
 #      (domid changes each time): every connection survives, the pair is
 #      found again and a new connection is accelerated after each one
 #   3b. xl save -c (checkpoint: the suspend is cancelled, THAW) likewise
+#   3c. UDP datagrams across a save/restore: none corrupted or duplicated
 #   4. xl destroy of a peer (domu3) mid-transfer: the survivor's channel
 #      and resources go back to their baseline, its socket does not hang
 # LAB_REVERT_CYCLES (default 3) sets the number of save/restore cycles.
@@ -34,10 +35,12 @@ cycles=${LAB_REVERT_CYCLES:-3}
 B_IP=10.99.0.12
 
 for d in domu1 domu2 domu3; do
-	x $d 'cat > /tmp/vmcstream && chmod +x /tmp/vmcstream' < "$LAB_FILES/vmcstream"
+	lab-exec -t 60 $d 'cat > /tmp/vmcstream && chmod +x /tmp/vmcstream' < "$LAB_FILES/vmcstream"
+	lab-exec -t 60 $d 'cat > /tmp/udpcheck && chmod +x /tmp/udpcheck' < "$LAB_FILES/udpcheck"
 done
+check "test programs in place" x domu1 '/tmp/vmcstream 2>&1 | grep -q usage && /tmp/udpcheck 2>&1 | grep -q usage'
 lab-unload front > /dev/null
-LAB_FRONT_PARAMS="tcp=1" lab-load front > /dev/null
+LAB_FRONT_PARAMS="tcp=1 udp=1" lab-load front > /dev/null
 check "channels up (domu1 <-> domu2, domu3)" \
 	wait_until 60 is 'chan_up domu1 domu2 && chan_up domu2 domu1 && chan_up domu1 domu3'
 sleep 2
@@ -53,7 +56,7 @@ start() {
 field() { sed -n "s/.* $2 \([0-9]*\).*/\1/p" "$1" | tail -1; }
 result() {
 	local n=$1 srv=${2:-domu2} k ok=0
-	wait_until 600 is "x domu1 'grep -q ^vmcstream: /tmp/$n.sc && grep -q ^vmcstream: /tmp/$n.rc' && x $srv 'grep -q ^vmcstream: /tmp/$n.ss && grep -q ^vmcstream: /tmp/$n.rs'" || ok=1
+	wait_until 300 is "x domu1 'grep -q ^vmcstream: /tmp/$n.sc && grep -q ^vmcstream: /tmp/$n.rc' && x $srv 'grep -q ^vmcstream: /tmp/$n.ss && grep -q ^vmcstream: /tmp/$n.rs'" || ok=1
 	for k in s r; do
 		x domu1 "cat /tmp/$n.${k}c" > /tmp/c.out; x $srv "cat /tmp/$n.${k}s" > /tmp/s.out
 		echo "  $n client: $(tail -1 /tmp/c.out)"; echo "  $n server: $(tail -1 /tmp/s.out)"
@@ -94,7 +97,7 @@ check "rmmod vmc_front in domu1 under load succeeds" x domu1 rmmod vmc_front
 t1=$(date +%s.%N)
 echo "  rmmod took $(echo "$t0 $t1" | awk '{printf "%.2f", $2 - $1}') s (incl. ssh)"
 check "rmmod: streams intact both ways, nothing lost, no reset" result rm
-LAB_FRONT_PARAMS="tcp=1" lab-load front domu1 > /dev/null
+LAB_FRONT_PARAMS="tcp=1 udp=1" lab-load front domu1 > /dev/null
 check "reload: channel up again" wait_until 60 is 'chan_up domu1 domu2 && chan_up domu2 domu1'
 sleep 2
 start re 7120 8
@@ -144,6 +147,22 @@ if xl save -c domu1 /var/lib/xen/domu1.ckpt > /tmp/ckpt.log 2>&1; then
 	result ck2 > /dev/null || bad "checkpoint: new connection's stream damaged"
 else
 	bad "checkpoint: xl save -c failed: $(tail -2 /tmp/ckpt.log)"
+fi
+# 3c. UDP across a save/restore: nothing corrupted or duplicated (loss allowed)
+x domu2 "rm -f /tmp/usink.out; (/tmp/udpcheck sink 7800 400 > /tmp/usink.out 2>&1 &)"
+sleep 1
+utx0=$(stat_of domu1 udp_tx_datagrams)
+x domu1 "(/tmp/udpcheck blast 10.99.0.12 7800 60000 > /tmp/ublast.out 2>&1 &)"
+sleep 4
+if xl save domu1 /var/lib/xen/domu1.save > /tmp/save.log 2>&1 &&
+   xl restore /var/lib/xen/domu1.save > /tmp/restore.log 2>&1; then
+	rm -f /var/lib/xen/domu1.save
+	wait_until 300 x domu2 'grep -q ^udpcheck: /tmp/usink.out'
+	echo "  UDP across save/restore: $(x domu2 'tail -1 /tmp/usink.out'); $(( $(stat_of domu1 udp_tx_datagrams) - utx0 )) through the ring after the restore"
+	check "UDP across save/restore: no datagram corrupted or duplicated" \
+		x domu2 'tail -1 /tmp/usink.out | grep -q "bad 0 duplicate 0 lost"'
+else
+	bad "UDP save/restore: xl save/restore failed"
 fi
 x domu1 "dmesg | grep -E 'xenvmc-front: (suspend|resumed)' | tail -4" | sed 's/^/  /'
 

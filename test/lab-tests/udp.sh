@@ -26,7 +26,7 @@ chan_up() { [ "$(x "$1" "awk -v d=$(xl domid "$2") '\$1 == d {print \$3}' /proc/
 setudp() { x domu1 "echo $1 > /sys/module/vmc_front/parameters/udp"; x domu2 "echo $1 > /sys/module/vmc_front/parameters/udp"; }
 
 for d in domu1 domu2; do
-	x $d 'cat > /tmp/udpcheck && chmod +x /tmp/udpcheck' < "$LAB_FILES/udpcheck"
+	lab-exec -t 60 $d 'cat > /tmp/udpcheck && chmod +x /tmp/udpcheck' < "$LAB_FILES/udpcheck"
 done
 lab-unload front > /dev/null
 lab-load front > /dev/null
