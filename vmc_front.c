@@ -2726,6 +2726,14 @@ static void vmcf_revert_all(const char *why, unsigned long drain_wait,
 				busy |= c->state == VMCF_C_REVERTING;
 				break;
 			case VMCF_C_OFFERED:
+				/* The answer may wait for the peer's socket (3 s). */
+				if (time_after(jiffies, start + VMCF_PENDING_TIMEOUT +
+					       VMCF_REVERT_TIMEOUT))
+					vmcf_conn_kill(c, ECONNRESET,
+						       "no answer to the offer while moving back to TCP",
+						       true);
+				busy = true;
+				break;
 			case VMCF_C_REVERTING:
 				if (late)
 					vmcf_conn_kill(c, ECONNRESET,
