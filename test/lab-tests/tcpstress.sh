@@ -24,7 +24,6 @@ wait_until() {
 	until "$@"; do [ "$(date +%s)" -ge "$end" ] && return 1; sleep 0.5; done
 }
 chan_up() { [ "$(x "$1" "awk -v d=$(xl domid "$2") '\$1 == d {print \$3}' /proc/xenvmc/peers")" = up ]; }
-set_tcp() { for d in domu1 domu2; do x $d "echo $1 > /sys/module/vmc_front/parameters/tcp"; done; }
 fallbacks() { x "$1" "grep -E '^(fallback|resets)' /proc/xenvmc/stats | awk '\$2 != 0' | tr '\n' ' '"; }
 PORT=7201
 SRV=10.99.0.12
@@ -43,22 +42,23 @@ xfer_run() {
 	echo "$out" | grep -q '^RESULT [a-z]* OK'
 }
 
-lab-unload front > /dev/null
-LAB_FRONT_PARAMS="tcp=1" lab-load front > /dev/null
 for d in domu1 domu2; do
 	x $d 'cat > /tmp/xfer && chmod +x /tmp/xfer' < "$LAB_FILES/xfer"
 done
-check "channels up (domu1 <-> domu2)" wait_until 60 is 'chan_up domu1 domu2 && chan_up domu2 domu1'
-sleep 2		# pools exchanged after HELLO
 x domu2 "ulimit -n 8192; (/tmp/xfer server $PORT > /tmp/xfer-server.log 2>&1 & echo \$! > /tmp/xfer-server.pid) > /dev/null 2>&1"
 check "xfer server listening in domu2" wait_until 30 x domu2 "ss -ltn | grep -q ':$PORT '"
 
-# 1. streams
+# 1. streams: the plain-TCP reference with vmc_front loaded tcp=0 (the
+# default), then reloaded with tcp=1 (no run-time switch: tcpsem.sh checks it)
 lab-canary pause > /dev/null 2>&1
-set_tcp 0
+lab-unload front > /dev/null 2>&1
+lab-load front > /dev/null
 xfer_run "plain TCP" stream $SRV $PORT 128 1
 echo "reference: 128 MiB each way over plain netfront TCP (above)"
-set_tcp 1
+lab-unload front > /dev/null
+LAB_FRONT_PARAMS="tcp=1" lab-load front > /dev/null
+check "channels up (domu1 <-> domu2)" wait_until 60 is 'chan_up domu1 domu2 && chan_up domu2 domu1'
+sleep 2		# pools exchanged after HELLO
 check "warm-up: 64 MiB each way over XenVMC verified" xfer_run "warm-up" stream $SRV $PORT 64 2
 check "1 GiB each way at once, random sizes, verified both ends" xfer_run "1 GiB" stream $SRV $PORT 1024 3
 check "the 1 GiB connection was accelerated" is '[ "$last_acc" -ge 1 ]'
@@ -93,6 +93,5 @@ if [ "$fail" != 0 ]; then
 		echo "--- $d dmesg"; x $d 'dmesg | grep -i -E "xenvmc|BUG|WARN|Oops" | tail -30'
 	done
 fi
-set_tcp 0
 echo "$pass passed, $fail failed"
 [ "$fail" = 0 ]
