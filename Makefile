@@ -106,7 +106,7 @@ lab:
 bench: modules-all
 	test/lab.sh bench
 
-demo: modules-all
+demo: deps modules-all
 	test/lab.sh demo
 
 check:

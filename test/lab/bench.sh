@@ -1,65 +1,189 @@
 #!/bin/bash
-# Baseline benchmark (not a test), run in Dom0 by `test/lab.sh bench`: plain netfront (XenVMC modules
-# not loaded unless LAB_MODULES says otherwise). One boot: iperf3 TCP domu1->domu2 (netfront/netback/
-# bridge), iperf3 TCP loopback inside domu1, sockperf ping-pong TCP and UDP domu1<->domu2, memcpy
-# bandwidth of one DomU vCPU (64 KiB buffers). The integrity canary is paused during measurements and
-# checked before and after.
+# The XenVMC benchmark (not a test), run in Dom0 by `test/lab.sh bench` (`make bench`). One boot,
+# vmc_front loaded in the DomUs; three columns:
+#
+#   netfront   domu1 -> domu2, tcp=0 (udp=0): netfront/netback/bridge
+#   xenvmc     domu1 -> domu2, tcp=1 (udp=1 when the module has a UDP fast path): shared-memory rings
+#   loopback   client and server inside domu1 (127.0.0.1)
+#
+# The fast path is switched with /sys/module/vmc_front/parameters/{tcp,udp}; it acts on NEW
+# connections, and every run opens its own (iperf3, sockperf and crr clients start per run).
+# Each figure LAB_BENCH_RUNS times per column (default 3), LAB_BENCH_SECS seconds each (default 5),
+# columns round-robin: iperf3 TCP stream with -l 64 B .. 64 KiB (powers of 4), TCP request/response
+# 1 B (crr rr: a sockperf message carries its own header, so it cannot be 1 byte) and 1 KiB (sockperf
+# ping-pong --tcp -m 1024), TCP connect/request/response/close rate (crr crr), UDP stream (iperf3 -u
+# -b 0) and UDP request/response (sockperf ping-pong -m 64; in the xenvmc column only if
+# /proc/xenvmc/stats shows a udp counter). Plus memcpy bandwidth of one DomU vCPU (start, middle,
+# end), `xl list` CPU seconds of every domain around each stream run, domu1's accelerated_total /
+# udp_tx_datagrams / fallback counters around every run (proof that xenvmc runs were accelerated and
+# netfront runs were not), and /proc/xenvmc/stats during one accelerated stream (ring/grant memory).
+#
+# Everything raw goes to $LAB_ARTIFACTS/raw/; test/lab/report.py turns it into the table, the SVG and
+# the ratio lines on the host. The integrity canary is paused during measurements, checked around.
 set -o pipefail
-T=${LAB_BENCH_SECS:-10}
+T=${LAB_BENCH_SECS:-5}
+N=${LAB_BENCH_RUNS:-3}
+SIZES=${LAB_BENCH_SIZES:-"64 256 1024 4096 16384 65536"}
+COLUMNS=${LAB_BENCH_COLUMNS:-"netfront xenvmc loopback"}
 A=domu1 B=domu2
-out=$LAB_ARTIFACTS/bench.txt
-py_iperf='import json,sys; d=json.load(sys.stdin); print("%.0f" % (d["end"]["sum_received"]["bits_per_second"] / 1e6))'
-note() { echo "bench: $*"; }
+A_IP=$(getent ahostsv4 $A | awk 'NR == 1 {print $1}'); A_IP=${A_IP:-10.99.0.11}
+B_IP=$(getent ahostsv4 $B | awk 'NR == 1 {print $1}'); B_IP=${B_IP:-10.99.0.12}
+RAW=$LAB_ARTIFACTS/raw
+mkdir -p "$RAW"
+LIMIT=$(( (T + 30) * N + 60 ))
+x() { lab-exec -n -t "$LIMIT" "$@"; }
+note() { echo "bench: $(date +%T) $*"; }
+t_start=$(date +%s)
 
-lab-canary pass big >/dev/null || note "canary FAILED before the benchmark"
-for d in $A $B; do lab-exec -n $d 'lab-canary pass >/dev/null && lab-canary pause' || note "canary FAILED in $d"; done
+# ---------------------------------------------------------------- setup
+# LAB_BENCH_DEMO=1: run the `make demo` script first in this boot (checks it, saves a boot)
+if [ "${LAB_BENCH_DEMO:-0}" = 1 ] && [ -f "$LAB_FILES/demo.sh" ]; then
+    d0=$(date +%s); bash "$LAB_FILES/demo.sh"; note "demo.sh: exit $?, $(( $(date +%s) - d0 )) s"
+fi
+{
+    echo "date $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+    echo "mode ${LAB_MODE:-tcg}"
+    echo "xen $(xl info | awk -F': ' '/^xen_version/ {print $2}')"
+    echo "dom0_kernel $(uname -r)"
+    echo "domu1_kernel $(x $A uname -r)"
+    echo "domu2_kernel $(x $B uname -r)"
+    echo "domu_types $(cat /run/lab/type-$A 2>/dev/null)/$(cat /run/lab/type-$B 2>/dev/null)"
+    echo "domu_vcpus ${LAB_DOMU_VCPUS:-1}"
+    echo "secs $T"
+    echo "runs $N"
+    echo "sizes $SIZES"
+    echo "columns $COLUMNS"
+} > "$RAW/meta.txt"
+
+for d in $A $B; do
+    if ! x $d "grep -q '^vmc_front ' /proc/modules"; then
+        note "vmc_front not loaded in $d: loading it (tcp=0)"
+        LAB_FRONT_PARAMS="tcp=0" lab-load front $d
+    fi
+    x $d 'echo 0 > /sys/module/vmc_front/parameters/tcp' 2>/dev/null
+    for f in crr memcpy_bw; do
+        lab-exec -t 60 $d "cat > /tmp/$f && chmod +x /tmp/$f" < /lab/files/$f || note "cannot copy $f into $d"
+    done
+done
+{ for p in ring_kb pool_rings; do echo "$p $(x $A cat /sys/module/vmc_front/parameters/$p 2>/dev/null)"; done; } >> "$RAW/meta.txt"
+
+# The channel domu1 <-> domu2 must be up (and its ring pools mapped) before the xenvmc column.
+chan_up() { [ "$(x "$1" "awk -v d=$(xl domid "$2") '\$1 == d {print \$3}' /proc/xenvmc/peers" 2>/dev/null)" = up ]; }
+for i in $(seq 1 30); do chan_up $A $B && chan_up $B $A && break; sleep 1; done
+sleep 2
+for d in $A $B; do x $d 'cat /proc/xenvmc/peers' > "$RAW/peers-$d.txt" 2>&1; done
+
+lab-canary pass big > /dev/null || note "canary FAILED before the benchmark"
+for d in $A $B; do x $d 'lab-canary pass >/dev/null && lab-canary pause' || note "canary FAILED in $d"; done
 lab-canary pause
 
-lab-exec $A 'cat > /tmp/memcpy_bw && chmod +x /tmp/memcpy_bw' < /lab/files/memcpy_bw
-lab-exec -n $B 'iperf3 -s -D -p 5201; sockperf sr --tcp -i 0.0.0.0 -p 11111 --daemonize >/dev/null 2>&1; sockperf sr -i 0.0.0.0 -p 11112 --daemonize >/dev/null 2>&1'
-lab-exec -n $A 'iperf3 -s -D -p 5202'
-sleep 2
-
-note "iperf3 TCP $A -> $B, ${T}s"
-net=$(lab-exec -n $A "iperf3 -c $B -p 5201 -t $T -J" | python3 -c "$py_iperf") || net=ERR
-note "iperf3 TCP loopback in $A, ${T}s"
-lo=$(lab-exec -n $A "iperf3 -c 127.0.0.1 -p 5202 -t $T -J" | python3 -c "$py_iperf") || lo=ERR
-sp() {  # sockperf ping-pong: prints "avg p99" one-way latency in usec
-    lab-exec -n $A "sockperf pp $1 -i 10.99.0.12 -p $2 -t $T 2>&1" | tee -a $LAB_ARTIFACTS/sockperf.log |
-        awk '/avg-latency=/ {sub(/.*avg-latency=/, ""); sub(/ .*/, ""); avg=$0}
-             /percentile 99.000 =/ {p99=$NF} END {printf "%s %s\n", avg ? avg : "ERR", p99 ? p99 : "ERR"}'
+# ---------------------------------------------------------------- helpers
+# Columns are measured round-robin (run 1 of every column, then run 2, ...), so a slower or busier
+# moment of the shared host hits every column alike. The fast path is switched only between the
+# netfront and xenvmc runs (loopback never goes through XenVMC): rounds alternate the order
+# netfront loopback xenvmc / xenvmc loopback netfront, one switch per round.
+HAVE_UDP=no
+x $A 'test -w /sys/module/vmc_front/parameters/udp && grep -q "^udp" /proc/xenvmc/stats' && HAVE_UDP=yes
+echo "xenvmc_udp $HAVE_UDP" >> "$RAW/meta.txt"
+CUR=""
+mode() {	# mode COLUMN: tcp (and udp) switches of both DomUs for that column
+    local v=0
+    case $1 in loopback) return 0 ;; xenvmc) v=1 ;; esac
+    [ "$CUR" = $v ] && return 0
+    local cmd="echo $v > /sys/module/vmc_front/parameters/tcp"
+    [ $HAVE_UDP = yes ] && cmd="$cmd; echo $v > /sys/module/vmc_front/parameters/udp"
+    x $A "$cmd" & x $B "$cmd" & wait
+    CUR=$v
 }
-note "sockperf ping-pong TCP $A <-> $B, ${T}s"
-read -r tcp_avg tcp_p99 < <(sp --tcp 11111)
-note "sockperf ping-pong UDP $A <-> $B, ${T}s"
-read -r udp_avg udp_p99 < <(sp "" 11112)
-note "memcpy bandwidth, one vCPU of $A and of Dom0"
-mu=$(lab-exec -n $A "/tmp/memcpy_bw 3 65536" | sed -n 's/.*s, \([0-9.]*\) MiB.*/\1/p')
-m0=$(/lab/files/memcpy_bw 3 65536 | sed -n 's/.*s, \([0-9.]*\) MiB.*/\1/p')
+stats() {	# stats TAG: /proc/xenvmc/stats of both DomUs
+    local d
+    for d in $A $B; do x $d 'cat /proc/xenvmc/stats' > "$RAW/stats-$1-$d.txt" 2>/dev/null; done
+}
+srv_of() { [ "$1" = loopback ] && echo $A || echo $B; }
+dst_of() { [ "$1" = loopback ] && echo 127.0.0.1 || echo $B_IP; }
+port_of() { case $1 in netfront) echo 5210 ;; xenvmc) echo 5310 ;; loopback) echo 5410 ;; esac; }
+order() {	# order ROUND: the columns in this round's order
+    local c out=""
+    for c in netfront loopback xenvmc; do [[ " $COLUMNS " = *" $c "* ]] && out="$out $c"; done
+    [ $(( $1 % 2 )) = 0 ] && out=$(echo $out | tr ' ' '\n' | tac | tr '\n' ' ')
+    echo $out
+}
+# one FILE CMD: one run in domu1, appended to FILE: the accelerated_total / udp_tx_datagrams /
+# fallback counters of domu1 before (@@S0) and after (@@S1), the output between @@RUN and @@RC.
+one() {
+    local s="grep -E '^(accelerated_total|udp_tx_datagrams|fallback_)' /proc/xenvmc/stats 2>/dev/null | tr '\n' ' '"
+    x $A "echo @@S0 \$($s); echo @@RUN; timeout -k 5 $((T + 30)) $2 2>&1; echo @@RC \$?; echo @@S1 \$($s)" >> "$1"
+}
+start_servers() {	# start_servers HOST PORTBASE: iperf3, sockperf TCP, sockperf UDP, crr
+    local h=$1 p=$2
+    x $h "iperf3 -s -D -p $p --pidfile /tmp/bench-iperf3-$p.pid
+          (sockperf sr --tcp -i 0.0.0.0 -p $((p + 1)) > /dev/null 2>&1 & echo \$! >> /tmp/bench-srv.pids)
+          (sockperf sr -i 0.0.0.0 -p $((p + 2)) > /dev/null 2>&1 & echo \$! >> /tmp/bench-srv.pids)
+          /tmp/crr server $((p + 3)) -d >> /tmp/bench-srv.pids"
+}
+stop_servers() {
+    x $1 'kill $(cat /tmp/bench-iperf3-*.pid /tmp/bench-srv.pids 2>/dev/null) 2>/dev/null; rm -f /tmp/bench-srv.pids /tmp/bench-iperf3-*.pid'
+}
+memcpy_run() {
+    x $A "/tmp/memcpy_bw 3 65536" >> "$RAW/memcpy-$A.txt" 2>&1
+    /lab/files/memcpy_bw 3 65536 >> "$RAW/memcpy-dom0.txt" 2>&1
+}
+# measure NAME FILE 'CMD' (@DST@, @P0@..@P3@ filled in per column): N rounds over the columns,
+# appended to $RAW/FILE-COLUMN.txt
+measure() {
+    local name=$1 f=$2 cmd=$3 r c run
+    note "$name, $N x ${T}s per column"
+    for r in $(seq 1 $N); do
+        for c in $(order $r); do
+            [ "$f" = udp ] || [ "$f" = udprr ] && [ "$c" = xenvmc ] && [ $HAVE_UDP = no ] && continue
+            mode $c
+            run=${cmd//@DST@/$(dst_of $c)}; run=${run//@P0@/$(port_of $c)}
+            run=${run//@P1@/$(( $(port_of $c) + 1 ))}; run=${run//@P2@/$(( $(port_of $c) + 2 ))}
+            run=${run//@P3@/$(( $(port_of $c) + 3 ))}
+            [ "${f%%-*}" = stream ] && xl list > "$RAW/cpu-$c-$f-$r-a.txt"
+            one "$RAW/$f-$c.txt" "$run"
+            [ "${f%%-*}" = stream ] && xl list > "$RAW/cpu-$c-$f-$r-b.txt"
+        done
+    done
+}
+
+# ---------------------------------------------------------------- the runs
+note "columns: $COLUMNS (round-robin); XenVMC UDP fast path available: $HAVE_UDP"
+[ $HAVE_UDP = no ] && echo "udp n/a" > "$RAW/udp-xenvmc.txt"
+for c in $COLUMNS; do x $(srv_of $c) 'rm -f /tmp/bench-srv.pids'; done
+mode netfront
+for c in $COLUMNS; do start_servers $(srv_of $c) $(port_of $c); done
+sleep 2
+stats start
+memcpy_run
+for size in $SIZES; do
+    measure "iperf3 TCP stream -l $size" "stream-$size" "iperf3 -c @DST@ -p @P0@ -t $T -l $size -J"
+done
+memcpy_run
+if [[ " $COLUMNS " = *" xenvmc "* ]]; then
+    note "ring/grant memory during one accelerated stream"
+    mode xenvmc
+    x $A "iperf3 -c $B_IP -p 5310 -t $((T + 4)) -l 16384 > /dev/null 2>&1 &
+          sleep 5; cat /proc/xenvmc/stats; echo '@@CONNECTIONS'; cat /proc/xenvmc/connections; sleep $T" \
+        > "$RAW/during-xenvmc.txt" 2>&1
+    sleep 2
+fi
+measure "TCP request/response 1 B (crr rr)" rr1 "/tmp/crr rr @DST@ @P3@ $T 1"
+measure "TCP request/response 1 KiB (sockperf ping-pong --tcp -m 1024)" rr1k "sockperf pp --tcp -i @DST@ -p @P1@ -t $T -m 1024"
+measure "TCP connect/request/response/close rate (crr crr)" crr "/tmp/crr crr @DST@ @P3@ $T 1"
+measure "UDP stream (iperf3 -u -b 0)" udp "iperf3 -c @DST@ -p @P0@ -u -b 0 -t $T -J"
+measure "UDP request/response 64 B (sockperf ping-pong -m 64)" udprr "sockperf pp -i @DST@ -p @P2@ -t $T -m 64"
+[ $HAVE_UDP = no ] && note "XenVMC UDP: n/a (no udp counter in /proc/xenvmc/stats: UDP fast path not implemented)"
+memcpy_run
+mode netfront
+for c in $COLUMNS; do stop_servers $(srv_of $c); done
+stats end
+for d in $A $B; do x $d 'cat /proc/xenvmc/connections' > "$RAW/connections-end-$d.txt" 2>/dev/null; done
 
 lab-canary resume
-for d in $A $B; do lab-exec -n $d 'lab-canary resume; lab-canary pass >/dev/null' || note "canary FAILED in $d after the benchmark"; done
-lab-canary pass big >/dev/null || note "canary FAILED in dom0 after the benchmark"
-
-xenver=$(xl info | awk -F': ' '/^xen_version/ {print $2}')
-types="$(cat /run/lab/type-$A)/$(cat /run/lab/type-$B)"
-mode=$(echo "${LAB_MODE:-tcg}" | tr a-z A-Z)
-mods=$(lab-exec -n $A "grep -c '^vmc_front ' /proc/modules" 2>/dev/null); [ "${mods:-0}" -gt 0 ] && mods="vmc_front loaded" || mods="none (plain netfront)"
-{
-echo "XenVMC lab baseline benchmark"
-echo "lab mode: $mode$([ "$mode" = TCG ] && echo ' (emulated CPU: figures are RELATIVE ONLY, not hardware numbers)')"
-echo "Xen $xenver; Dom0 $(uname -r); $A $(lab-exec -n $A uname -r); $B $(lab-exec -n $B uname -r); DomU types $types; XenVMC modules: $mods"
-echo
-printf '| %-52s | %-22s |\n' "measurement ($T s each)" "result"
-printf '|%s|%s|\n' "------------------------------------------------------" "------------------------"
-printf '| %-52s | %-22s |\n' "iperf3 TCP $A -> $B (netfront/netback/bridge)" "$net Mbit/s"
-printf '| %-52s | %-22s |\n' "iperf3 TCP loopback inside $A" "$lo Mbit/s"
-printf '| %-52s | %-22s |\n' "sockperf ping-pong TCP $A <-> $B, avg / p99" "$tcp_avg / $tcp_p99 us"
-printf '| %-52s | %-22s |\n' "sockperf ping-pong UDP $A <-> $B, avg / p99" "$udp_avg / $udp_p99 us"
-printf '| %-52s | %-22s |\n' "memcpy 64 KiB buffers, one vCPU of $A" "$mu MiB/s"
-printf '| %-52s | %-22s |\n' "memcpy 64 KiB buffers, one vCPU of Dom0" "$m0 MiB/s"
-echo
-echo "sockperf latencies are one-way (half the round trip), in microseconds."
-[ "$mode" = TCG ] && echo "Under TCG the emulated CPU is the bottleneck everywhere: compare ratios (to loopback, to memcpy) only."
-} | tee "$out"
-[ "$net" != ERR ] && [ "$lo" != ERR ] && [ -n "$mu" ]
+for d in $A $B; do x $d 'lab-canary resume; lab-canary pass >/dev/null' || note "canary FAILED in $d after the benchmark"; done
+lab-canary pass big > /dev/null || note "canary FAILED in dom0 after the benchmark"
+echo "bench_secs $(( $(date +%s) - t_start ))" >> "$RAW/meta.txt"
+note "done in $(( $(date +%s) - t_start )) s; raw data in artifacts/raw (report: test/lab/report.py)"
+# a measurement that produced nothing at all fails the run
+grep -q '"sum_received"' "$RAW"/stream-*.txt 2>/dev/null
