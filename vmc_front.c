@@ -4113,7 +4113,7 @@ static int __init vmcf_init(void)
 	snprintf(vmcf_base, sizeof(vmcf_base), "/local/domain/%u", vmcf_domid);
 	snprintf(vmcf_data, sizeof(vmcf_data), "%s/data/xenvmc", vmcf_base);
 
-	vmcf_wq = alloc_workqueue("xenvmc", WQ_MEM_RECLAIM, 0);
+	vmcf_wq = alloc_workqueue("xenvmc", WQ_MEM_RECLAIM | WQ_HIGHPRI, 0);
 	if (!vmcf_wq) {
 		pr_err("not loaded: cannot allocate a workqueue\n");
 		return -ENOMEM;
