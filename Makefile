@@ -56,7 +56,6 @@ DKMS_VERSION = $(shell sed -n 's/^PACKAGE_VERSION="\(.*\)"/\1/p' $(CURDIR)/dkms.
 DKMS_SRC = /usr/src/xenvmc-$(DKMS_VERSION)
 DKMS_FILES = Makefile dkms.conf vmc_back.c vmc_front.c vmc_ring.h vmc_proto.h
 
-
 all: modules
 
 modules:
