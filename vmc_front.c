@@ -2698,6 +2698,8 @@ static void vmcf_batch_done(struct vmcf_conn *c)
  * and wait for the peers' answers; one without an answer in time is reset.
  * With @drain_wait (unload), also wait that long for saved bytes to be
  * read, then reset what is left: nothing of ours may stay on a socket.
+ * With @only (one peer's channel closing), wait for that peer only, and
+ * reset nothing: what it does not answer, its teardown saves (DRAIN).
  */
 static void vmcf_revert_all(const char *why, unsigned long drain_wait,
 			    struct vmcf_peer *only)
@@ -2726,6 +2728,10 @@ static void vmcf_revert_all(const char *why, unsigned long drain_wait,
 				busy |= c->state == VMCF_C_REVERTING;
 				break;
 			case VMCF_C_OFFERED:
+				if (only) {
+					busy |= !late;
+					break;
+				}
 				/* The answer may wait for the peer's socket (3 s). */
 				if (time_after(jiffies, start + VMCF_PENDING_TIMEOUT +
 					       VMCF_REVERT_TIMEOUT))
@@ -2735,6 +2741,10 @@ static void vmcf_revert_all(const char *why, unsigned long drain_wait,
 				busy = true;
 				break;
 			case VMCF_C_REVERTING:
+				if (only) {
+					busy |= !late;
+					break;
+				}
 				if (late)
 					vmcf_conn_kill(c, ECONNRESET,
 						       "no answer while moving back to TCP",
