@@ -31,6 +31,8 @@ wait_until() {
 }
 chan_up() { [ "$(x "$1" "awk -v d=$(xl domid "$2") '\$1 == d {print \$3}' /proc/xenvmc/peers")" = up ]; }
 naccel() { x "$1" "grep -c ' accelerated ' /proc/xenvmc/connections"; }
+# both ring pools of the pair mapped (channels view: rpool_ready, peer_ready)
+pools_up() { [ "$(x "$1" "awk -v d=$(xl domid "$2") '\$1 == d {print \$12 \$13}' /proc/xenvmc/channels")" = 11 ]; }
 cycles=${LAB_REVERT_CYCLES:-3}
 B_IP=10.99.0.12
 
@@ -48,9 +50,11 @@ sleep 2
 # start NAME PORT SECS [SERVER_DOMU SERVER_IP]: stream on PORT, rr on PORT+1
 start() {
 	local n=$1 port=$2 secs=$3 srv=${4:-domu2} ip=${5:-$B_IP}
-	x $srv "rm -f /tmp/$n.*; (/tmp/vmcstream server $port > /tmp/$n.ss 2>&1 &); (/tmp/vmcstream server $((port + 1)) > /tmp/$n.rs 2>&1 &)"
+	# A save/restore stops one side for its duration plus TCP's backoff.
+	local st="VMCSTREAM_STALL=${LAB_STALL_SECS:-60}"
+	x $srv "rm -f /tmp/$n.*; ($st /tmp/vmcstream server $port > /tmp/$n.ss 2>&1 &); ($st /tmp/vmcstream server $((port + 1)) > /tmp/$n.rs 2>&1 &)"
 	wait_until 20 x $srv "ss -ltn | grep -q ':$((port + 1)) '"
-	x domu1 "rm -f /tmp/$n.*; (/tmp/vmcstream stream $ip $port $secs > /tmp/$n.sc 2>&1 &); (/tmp/vmcstream rr $ip $((port + 1)) $secs > /tmp/$n.rc 2>&1 &)"
+	x domu1 "rm -f /tmp/$n.*; ($st /tmp/vmcstream stream $ip $port $secs > /tmp/$n.sc 2>&1 &); ($st /tmp/vmcstream rr $ip $((port + 1)) $secs > /tmp/$n.rc 2>&1 &)"
 }
 # result NAME [SERVER_DOMU]: both pairs finished, every byte both ways, no error
 field() { sed -n "s/.* $2 \([0-9]*\).*/\1/p" "$1" | tail -1; }
@@ -124,7 +128,7 @@ for i in $(seq 1 "$cycles"); do
 	check "save/restore $i: streams survived, intact both ways, nothing lost" result sr$i
 	check "save/restore $i: pair found again (channels up)" \
 		wait_until 60 is 'chan_up domu1 domu2 && chan_up domu2 domu1'
-	sleep 2
+	wait_until 60 is 'pools_up domu1 domu2 && pools_up domu2 domu1' || echo "  (ring pools not both mapped after 60 s)"
 	start ac$i 7300 3
 	check "save/restore $i: a new connection is accelerated again" \
 		wait_until 20 is '[ "$(naccel domu1)" -ge 1 ]'

@@ -14,7 +14,8 @@
  * random size and checks each echo.  The last line is
  *   vmcstream: ROLE sent N received N errors N stalls N
  * and the exit status is 0 only when errors and stalls are 0 (a stall: no
- * byte moved for 20 s).  Compare one side's "sent" with the other's
+ * byte moved for 20 s, or $VMCSTREAM_STALL s: a save/restore suspends one
+ * side, and TCP's retransmission backoff follows).  Compare one side's "sent" with the other's
  * "received" to prove nothing was lost.
  */
 #define _GNU_SOURCE
@@ -33,7 +34,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#define STALL_SECS 20
+static int stall_secs = 20;	/* VMCSTREAM_STALL overrides */
 
 struct prng { uint64_t s; };
 
@@ -101,9 +102,9 @@ static void *watchdog(void *arg)
 	(void)arg;
 	for (;;) {
 		sleep(1);
-		if (now() - last_move > STALL_SECS) {
+		if (now() - last_move > stall_secs) {
 			fprintf(stderr, "%s: STALL: nothing moved for %d s (sent %llu received %llu)\n",
-				role, STALL_SECS, sent, received);
+				role, stall_secs, sent, received);
 			stalls++;
 			last_move = now();
 		}
@@ -241,6 +242,8 @@ int main(int argc, char **argv)
 	struct sockaddr_in6 sa = { .sin6_family = AF_INET6 };
 
 	signal(SIGPIPE, SIG_IGN);
+	if (getenv("VMCSTREAM_STALL"))
+		stall_secs = atoi(getenv("VMCSTREAM_STALL"));
 	setvbuf(stdout, NULL, _IOLBF, 0);
 	if (argc == 3 && !strcmp(argv[1], "server")) {
 		role = "server";
