@@ -2563,7 +2563,6 @@ static void vmcf_rx_close(struct vmcf_peer *p, const struct vmc_msg_conn_end *m)
 {
 	struct vmcf_conn *c = vmcf_conn_by_id(p, le32_to_cpu(m->conn));
 	struct sock *sk;
-	bool put;
 
 	if (!c)
 		return;
@@ -2578,13 +2577,9 @@ static void vmcf_rx_close(struct vmcf_peer *p, const struct vmc_msg_conn_end *m)
 		vmcf_drain(c, "peer closed while moving back to TCP");
 	}
 	/* The slot is reused only once our socket is gone too. */
-	spin_lock_bh(&p->conn_lock);
-	put = !c->sk && vmcf_slot_put(p, c);
-	spin_unlock_bh(&p->conn_lock);
+	vmcf_zombie_done(p, c);
 	vmcf_wake(sk);
 	vmcf_conn_unlock(sk);
-	if (put)
-		vmcf_conn_put(c);
 	vmcf_conn_put(c);
 }
 
