@@ -311,6 +311,12 @@ struct vmcf_conn {
 	unsigned int tcp_senders;	/* tcp_sendmsg() calls in flight */
 	struct vmc_msg_conn_offer *deferred;	/* OFFER waiting for them */
 	struct vmc_ring tx, rx;
+	/*
+	 * The peer-written words of our rings as vmcf_wake_conns() last saw
+	 * them (tx cons, tx cons_flags, rx prod, rx prod_flags): only a socket
+	 * whose ring moved is woken.  Compared, never trusted.
+	 */
+	u32 seen[4];
 	u8 *drain;			/* DRAIN: the peer's unread ring bytes */
 	u32 drain_len, drain_off;
 	unsigned long revert_at;	/* REVERT sent (jiffies) */
@@ -1346,7 +1352,8 @@ static void vmcf_accept(struct vmcf_conn *c, const struct vmc_msg_conn_offer *o)
 	}
 	c->peer_id = le32_to_cpu(o->conn);
 	c->rx_cut = le32_to_cpu(o->seq_cut);
-	c->rx_attached = true;
+	/* Pairs with the acquire in vmcf_conn_moved(): rx set up first. */
+	smp_store_release(&c->rx_attached, true);
 	vmc_msg_init(&m, VMC_MSG_CONN_ACCEPT);
 	m.conn = o->conn;
 	m.peer_conn = cpu_to_le32(c->id);
@@ -1628,7 +1635,8 @@ static bool vmcf_tx_wakeup(struct sock *sk, struct vmcf_conn *c)
 		return true;
 	rcu_read_lock();
 	ret = st == VMCF_C_RING && READ_ONCE(c->state) == VMCF_C_RING &&
-	      vmc_ring_space_peek(&c->tx) != 0;
+	      (vmc_ring_space_peek(&c->tx) != 0 ||
+	       vmc_ring_peer_closed(&c->tx));
 	rcu_read_unlock();
 	return ret;
 }
@@ -2525,7 +2533,8 @@ static void vmcf_rx_accept(struct vmcf_peer *p,
 	} else {
 		c->peer_id = le32_to_cpu(m->peer_conn);
 		c->rx_cut = le32_to_cpu(m->seq_cut);
-		WRITE_ONCE(c->rx_attached, true);
+		/* Pairs with the acquire in vmcf_conn_moved(). */
+		smp_store_release(&c->rx_attached, true);
 		WRITE_ONCE(c->state, VMCF_C_RING);
 		c->why = NULL;
 		atomic_long_inc(&vmcf_accelerated);
@@ -2620,26 +2629,68 @@ static void vmcf_rx_revert(struct vmcf_peer *p,
 	vmcf_conn_put(c);
 }
 
-/* Wake every socket of @p: data or room may have arrived. */
-static void vmcf_wake_conns(struct vmcf_peer *p)
+/*
+ * Did the peer move @c's rings since we last looked?  Its tx ring (set up
+ * before the slot was published under conn_lock) and, once attached, its
+ * rx ring.  The peer's work item, conn_lock held.  The peer's pool stays
+ * mapped until this work item is cancelled (vmcf_chan_close()).
+ */
+static bool vmcf_conn_moved(struct vmcf_conn *c)
+{
+	u32 now[4] = {
+		le32_to_cpu(READ_ONCE(c->tx.hdr->cons)),
+		le32_to_cpu(READ_ONCE(c->tx.hdr->cons_flags)),
+	};
+	bool moved;
+
+	/* Pairs with smp_store_release() of rx_attached: c->rx is set up. */
+	if (smp_load_acquire(&c->rx_attached)) {
+		now[2] = le32_to_cpu(READ_ONCE(c->rx.hdr->prod));
+		now[3] = le32_to_cpu(READ_ONCE(c->rx.hdr->prod_flags));
+	}
+	moved = memcmp(now, c->seen, sizeof(now)) != 0;
+	memcpy(c->seen, now, sizeof(now));
+	return moved;
+}
+
+/*
+ * Wake the sockets of @p, all of them (@all: a control message may have
+ * changed any connection's state) or only those whose rings the peer
+ * moved: data, room, EOF or CLOSED.  Returns whether any ring moved.
+ *
+ * No sleeper misses its wake: it asked for an event (prod_event,
+ * cons_event) and then re-checked its condition after add_wait_queue()
+ * (sk_wait_event(), poll), and the peer moves an index before notifying.
+ * Either that move happened after our last look, and we see it now, or
+ * our earlier look saw it and its wake found the sleeper queued or the
+ * sleeper's re-check found the move.  EOF and CLOSED are set before an
+ * unconditional notify, and CLOSED also comes with a CLOSE message.
+ */
+static bool vmcf_wake_conns(struct vmcf_peer *p, bool all)
 {
 	struct vmcf_conn *c;
 	struct sock *sk;
+	bool moved = false, m;
 	unsigned int i;
 
 	for (i = 0; p->conns && i < p->pool_slots; i++) {
 		spin_lock_bh(&p->conn_lock);
 		c = p->conns[i];
 		sk = c ? c->sk : NULL;
-		if (sk)
+		m = sk && vmcf_conn_moved(c);
+		if (sk && (m || all))
 			sock_hold(sk);
+		else
+			sk = NULL;
 		spin_unlock_bh(&p->conn_lock);
+		moved |= m;
 		if (!sk)
 			continue;
 		sk->sk_data_ready(sk);
 		sk->sk_write_space(sk);
 		sock_put(sk);
 	}
+	return moved;
 }
 
 /*
@@ -3105,7 +3156,7 @@ static const struct nf_hook_ops vmcf_nf_ops[] = {
  * as if netfront had received it: sockets, their buffers and their drops
  * are UDP's own.  Peer's work item; a malformed one breaks the channel.
  */
-static bool vmcf_udp_in(struct vmcf_peer *p)
+static bool vmcf_udp_in(struct vmcf_peer *p, bool *moved)
 {
 	unsigned int budget = 256;
 	struct net_device *dev;
@@ -3128,6 +3179,7 @@ static bool vmcf_udp_in(struct vmcf_peer *p)
 			bad = "corrupt datagram ring";
 			goto broken;
 		}
+		*moved = true;
 		skb = alloc_skb(len, GFP_KERNEL);
 		if (!skb) {
 			atomic_long_inc(&vmcf_udp_rx_nomem);
@@ -3183,20 +3235,33 @@ broken:
 }
 
 /*
- * Read every message the peer produced.  Runs in the peer's work item,
- * never concurrently with itself; ends with the late EOI that unmasks the
- * event channel.
+ * Read every message the peer produced, every datagram, and wake the
+ * sockets whose rings moved.  Runs in the peer's work item, never
+ * concurrently with itself; ends with the late EOI that unmasks the event
+ * channel.
+ *
+ * The EOI tells Xen's event code whether the event did anything: after
+ * two spurious ones in a row it delays the unmask, exponentially up to a
+ * second (drivers/xen/events/events_base.c, xen_irq_lateeoi_locked()).
+ * That throttles a peer that only sends events; an event that moved a
+ * ring is real work and must say so, or every event of a busy
+ * request/response pair would wait for a timer.
  */
 static void vmcf_work(struct work_struct *work)
 {
 	struct vmcf_peer *p = container_of(work, struct vmcf_peer, work);
 	u8 buf[VMC_MSG_MAX] __aligned(8);
-	unsigned int eoi = XEN_EOI_FLAG_SPURIOUS;
-	bool notify = false;
+	bool notify = false, ctrl = false, moved = false;
+	unsigned int backlog, budget = 256;
 	long len;
 
 	while (READ_ONCE(p->state) == VMCF_CONNECTED ||
 	       READ_ONCE(p->state) == VMCF_UP) {
+		if (!budget--) {
+			/* A peer may write as fast as we read: others' turn. */
+			queue_work(vmcf_wq, &p->work);
+			break;
+		}
 		len = vmc_ring_msg_peek(&p->in, VMC_MSG_MAX);
 		if (len == -EAGAIN) {
 			/* Ask for an event, then look once more. */
@@ -3210,21 +3275,28 @@ static void vmcf_work(struct work_struct *work)
 			break;
 		}
 		notify |= vmc_ring_msg_read(&p->in, buf, len);
-		eoi = 0;
+		ctrl = true;
 		vmcf_handle(p, buf, len);
 	}
 	if (READ_ONCE(p->state) == VMCF_UP && READ_ONCE(p->dg_on))
-		notify |= vmcf_udp_in(p);
+		notify |= vmcf_udp_in(p, &moved);
 	spin_lock_bh(&p->tx_lock);
+	backlog = p->backlog_len;
 	notify |= vmcf_flush_locked(p);
+	/* Queued messages went into the ring: the peer made room. */
+	moved |= p->backlog_len != backlog;
 	spin_unlock_bh(&p->tx_lock);
 	if (notify)
 		vmcf_notify(p);
-	/* One event channel per pair: any socket may have data or room. */
-	vmcf_wake_conns(p);
+	/*
+	 * One event channel per pair.  A control message may have changed
+	 * any connection's state: then wake them all; else those that moved.
+	 */
+	moved |= vmcf_wake_conns(p, ctrl);
 	/* Unmask only an event that was delivered; runs also unprompted. */
 	if (test_and_clear_bit(0, &p->eoi_pending))
-		xen_irq_lateeoi(READ_ONCE(p->eoi_irq), eoi);
+		xen_irq_lateeoi(READ_ONCE(p->eoi_irq),
+				(ctrl || moved) ? 0 : XEN_EOI_FLAG_SPURIOUS);
 }
 
 /*

@@ -21,7 +21,7 @@
 pass=0; fail=0
 ok()  { echo "PASS: $*"; pass=$((pass + 1)); }
 bad() { echo "FAIL: $*"; fail=$((fail + 1)); }
-check() { local what=$1; shift; if "$@"; then ok "$what"; else bad "$what"; fi; }
+check() { local what=$1; shift; if "$@"; then ok "$what"; else bad "$what"; return 1; fi; }
 is() { eval "$*"; }
 x() { lab-exec -n -t 300 "$@"; }
 stat_of() { x "$1" "awk -v k=$2 '\$1 == k {print \$2}' /proc/xenvmc/stats"; }
@@ -31,6 +31,11 @@ wait_until() {
 }
 chan_up() { [ "$(x "$1" "awk -v d=$(xl domid "$2") '\$1 == d {print \$3}' /proc/xenvmc/peers")" = up ]; }
 naccel() { x "$1" "grep -c ' accelerated ' /proc/xenvmc/connections"; }
+# why_not DOMU: after a failed "accelerated" check, what the DomU says about
+# it (non-zero fallback counters, its connections, its channels)
+why_not() {
+	x "$1" "awk '/^fallback_/ && \$2 != 0' /proc/xenvmc/stats; tail -8 /proc/xenvmc/connections; cat /proc/xenvmc/channels" | sed 's/^/  why: /'
+}
 # both ring pools of the pair mapped (channels view: rpool_ready, peer_ready)
 pools_up() { [ "$(x "$1" "awk -v d=$(xl domid "$2") '\$1 == d {print \$12 \$13}' /proc/xenvmc/channels")" = 11 ]; }
 cycles=${LAB_REVERT_CYCLES:-3}
@@ -129,9 +134,11 @@ for i in $(seq 1 "$cycles"); do
 	check "save/restore $i: pair found again (channels up)" \
 		wait_until 60 is 'chan_up domu1 domu2 && chan_up domu2 domu1'
 	wait_until 60 is 'pools_up domu1 domu2 && pools_up domu2 domu1' || echo "  (ring pools not both mapped after 60 s)"
+	acc0=$(stat_of domu1 accelerated_total)
 	start ac$i 7300 3
 	check "save/restore $i: a new connection is accelerated again" \
-		wait_until 20 is '[ "$(naccel domu1)" -ge 1 ]'
+		wait_until 20 is '[ "$(stat_of domu1 accelerated_total)" -gt "$acc0" ]' ||
+		why_not domu1
 	result ac$i > /dev/null || bad "save/restore $i: new connection's stream damaged"
 done
 # 3b. a cancelled suspend (xl save -c: checkpoint, the domain runs on: THAW)
@@ -145,9 +152,12 @@ if xl save -c domu1 /var/lib/xen/domu1.ckpt > /tmp/ckpt.log 2>&1; then
 	check "checkpoint: streams intact both ways, nothing lost" result ck
 	check "checkpoint: pair found again (channels up)" \
 		wait_until 60 is 'chan_up domu1 domu2 && chan_up domu2 domu1'
-	sleep 2
+	wait_until 60 is 'pools_up domu1 domu2 && pools_up domu2 domu1' || echo "  (ring pools not both mapped after 60 s)"
+	acc0=$(stat_of domu1 accelerated_total)
 	start ck2 7600 3
-	check "checkpoint: a new connection is accelerated again" wait_until 20 is '[ "$(naccel domu1)" -ge 1 ]'
+	check "checkpoint: a new connection is accelerated again" \
+		wait_until 20 is '[ "$(stat_of domu1 accelerated_total)" -gt "$acc0" ]' ||
+		why_not domu1
 	result ck2 > /dev/null || bad "checkpoint: new connection's stream damaged"
 else
 	bad "checkpoint: xl save -c failed: $(tail -2 /tmp/ckpt.log)"
