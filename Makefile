@@ -34,6 +34,10 @@ endif
 ifeq ($(shell test $(vmc_kv) -ge $$(( 6 * 256 + 10 )) && echo y),y)
 ccflags-y += -DVMCF_HAVE_PEEK_OFF
 endif
+# VMC_EVIL=1: the test-only misbehaving frontend (vmc_front.c, VMCF_EVIL)
+ifeq ($(VMC_EVIL),1)
+ccflags-y += -DVMCF_EVIL
+endif
 
 else
 

@@ -117,9 +117,22 @@ static unsigned int pool_rings = 36;
 module_param(pool_rings, uint, 0444);
 MODULE_PARM_DESC(pool_rings, "Rings granted to each peer (1-4096, default 36): with more than 4, the last 4 form the datagram ring and the others carry one accelerated TCP connection each");
 
+#ifdef VMCF_EVIL
+/* Test build only: see vmcf_evil_write(). */
+static bool evil_gref;
+module_param(evil_gref, bool, 0444);
+MODULE_PARM_DESC(evil_gref, "TEST BUILD: announce pool grant refs never granted");
+#endif
+
 #define VMCF_BACKLOG_MAX	1024	/* control messages waiting for ring room */
 #define VMCF_PENDING_TIMEOUT	(3 * HZ)
 #define VMCF_REVERT_TIMEOUT	(2 * HZ)	/* peer's answer to REVERT */
+/*
+ * The peer's answer to an OFFER.  It answers at once, or within
+ * VMCF_PENDING_TIMEOUT if its socket is not ESTABLISHED yet: a peer silent
+ * this long is broken, and sendmsg() must not wait for it forever.
+ */
+#define VMCF_OFFER_TIMEOUT	(10 * HZ)
 #define VMCF_DRAIN_WAIT		(5 * HZ)	/* unload: saved bytes still unread */
 #define VMCF_PENDING_MAX	64
 
@@ -217,6 +230,9 @@ struct vmcf_peer {
 	struct vmc_ring dg_tx, dg_rx;
 
 	unsigned long msgs_in, msgs_out, bad_msgs, events;
+#ifdef VMCF_EVIL
+	bool evil_deaf;			/* test build: read nothing of it */
+#endif
 	struct rcu_head rcu;
 };
 
@@ -235,6 +251,7 @@ struct vmcf_peer {
  *  -         | ESTABLISHED, anything else          | nothing: plain TCP (counted)      | -
  *  OFFERED   | ACCEPT, ISN proof and ring valid    | attach the rx ring at rx_cut      | RING
  *  OFFERED   | REFUSE, bad proof, channel down     | free the slot, TCP's ops back     | PASS
+ *  OFFERED   | no answer in VMCF_OFFER_TIMEOUT     | the peer is broken: channel down  | PASS
  *  WAITING   | OFFER for this 4-tuple, slot free   | no TCP send in flight: cut at     | RING
  *            |                                     | write_seq, ACCEPT with both ISNs  |
  *  WAITING   | bad OFFER, no slot, channel down,   | TCP's ops back                    | PASS
@@ -320,6 +337,7 @@ struct vmcf_conn {
 	u8 *drain;			/* DRAIN: the peer's unread ring bytes */
 	u32 drain_len, drain_off;
 	unsigned long revert_at;	/* REVERT sent (jiffies) */
+	unsigned long offered_at;	/* OFFER sent (jiffies) */
 	u64 tx_bytes, rx_bytes;
 	const char *why;		/* why it is not accelerated */
 	struct rcu_head rcu;
@@ -490,6 +508,16 @@ static bool vmcf_send(struct vmcf_peer *p, const void *msg)
 	return ok;
 }
 
+/* Run @p's tick in a second (it re-arms itself while it has work). */
+static void vmcf_tick_soon(struct vmcf_peer *p)
+{
+	spin_lock_bh(&p->tx_lock);
+	/* Under the lock: teardown sets tx_dead, then cancels the tick. */
+	if (vmcf_wq && !p->tx_dead)
+		queue_delayed_work(vmcf_wq, &p->tick, HZ);
+	spin_unlock_bh(&p->tx_lock);
+}
+
 static void vmcf_backlog_free(struct vmcf_peer *p)
 {
 	struct vmcf_queued *q, *tmp;
@@ -598,6 +626,11 @@ static void vmcf_send_pool(struct vmcf_peer *p)
 		m.count = cpu_to_le32(n);
 		for (i = 0; i < n; i++)
 			m.gref[i] = cpu_to_le32(p->pool_grefs[first + i]);
+#ifdef VMCF_EVIL
+		if (evil_gref)	/* refs far from any we granted */
+			for (i = 0; i < n; i++)
+				m.gref[i] = cpu_to_le32(0x7fff0000 + first + i);
+#endif
 		vmcf_send(p, &m);
 	}
 }
@@ -1523,8 +1556,11 @@ static void vmcf_state_probe(void *data, const struct sock *csk,
 		vmcf_ring_ref(p, c->slot, &m.ring);
 		m.seq_cut = cpu_to_le32(READ_ONCE(tcp_sk(sk)->write_seq));
 		c->why = "waiting for the peer's answer";
+		c->offered_at = jiffies;
 		if (!vmcf_send(p, &m))
 			vmcf_conn_pass(c, VMCF_FB_CTRL_FULL, "control ring full");
+		else
+			vmcf_tick_soon(p);	/* it watches the answer's time */
 	} else if (found) {
 		vmcf_accept(c, &found->offer);
 		kfree(found);
@@ -2849,8 +2885,10 @@ static void vmcf_tick(struct work_struct *work)
 	struct vmcf_peer *p = container_of(to_delayed_work(work),
 					   struct vmcf_peer, tick);
 	struct vmcf_pending *pend, *tmp;
+	bool again, notify, silent = false;
+	struct vmcf_conn *c;
 	LIST_HEAD(stale);
-	bool again, notify;
+	unsigned int i;
 
 	spin_lock_bh(&p->tx_lock);
 	notify = vmcf_flush_locked(p);
@@ -2867,7 +2905,17 @@ static void vmcf_tick(struct work_struct *work)
 		}
 	}
 	again |= p->nr_pending;
+	for (i = 0; p->conns && i < p->pool_slots; i++) {
+		c = p->conns[i];
+		if (!c || c->state != VMCF_C_OFFERED)
+			continue;
+		again = true;
+		silent |= time_after(jiffies, c->offered_at + VMCF_OFFER_TIMEOUT);
+	}
 	spin_unlock_bh(&p->conn_lock);
+	/* Its teardown puts our offered connections back on TCP. */
+	if (silent && READ_ONCE(p->state) == VMCF_UP)
+		vmcf_peer_broken(p, "no answer to a connection offer");
 	list_for_each_entry_safe(pend, tmp, &stale, list) {
 		vmcf_count_fallback(VMCF_FB_TIMEOUT);
 		vmcf_send_refuse(p, le32_to_cpu(pend->offer.conn),
@@ -3255,6 +3303,10 @@ static void vmcf_work(struct work_struct *work)
 	unsigned int backlog, budget = 256;
 	long len;
 
+#ifdef VMCF_EVIL
+	if (READ_ONCE(p->evil_deaf))
+		return;		/* and never EOI: its events stay masked */
+#endif
 	while (READ_ONCE(p->state) == VMCF_CONNECTED ||
 	       READ_ONCE(p->state) == VMCF_UP) {
 		if (!budget--) {
@@ -4148,6 +4200,112 @@ out_free:
 	return err;
 }
 
+#ifdef VMCF_EVIL
+/*
+ * Test-only misbehaviour, built by `make VMC_EVIL=1` (test/kbuild.sh puts
+ * it in build/<release>/evil/), never in a normal build: this DomU attacks
+ * one peer on command, so the lab can show what the peer survives
+ * (test/lab-tests/hostile.sh).  Write "<attack> <domid>" to
+ * /proc/xenvmc/evil:
+ *
+ *   index    a wild producer index in every ring we send on to the peer:
+ *            each connection's, and the datagram ring's
+ *   length   a datagram record longer than any datagram
+ *   version  a control message of an unknown protocol version
+ *   size     a control message whose length does not match its type
+ *   storm    100000 events with nothing behind them
+ *   deaf     never read the peer's control or datagram ring again
+ *
+ * and load with evil_gref=1 to announce pool grant refs we never granted.
+ */
+static void vmcf_evil_index(struct vmcf_peer *p)
+{
+	struct vmcf_conn *c;
+	unsigned int i;
+
+	spin_lock_bh(&p->conn_lock);
+	for (i = 0; p->conns && i < p->pool_slots; i++) {
+		c = p->conns[i];
+		if (c)
+			WRITE_ONCE(c->tx.hdr->prod,
+				   cpu_to_le32(c->tx.pos + c->tx.size + 4096));
+	}
+	spin_unlock_bh(&p->conn_lock);
+	spin_lock_bh(&p->dg_lock);
+	if (p->dg_on)
+		WRITE_ONCE(p->dg_tx.hdr->prod,
+			   cpu_to_le32(p->dg_tx.pos + 3 * p->dg_tx.size));
+	spin_unlock_bh(&p->dg_lock);
+}
+
+static void vmcf_evil_length(struct vmcf_peer *p)
+{
+	u32 seg;
+
+	spin_lock_bh(&p->dg_lock);
+	if (p->dg_on && vmc_ring_space(&p->dg_tx) >= 4) {
+		/* Records start 4-byte aligned: the word is contiguous. */
+		*(__le32 *)vmc_ring_seg(&p->dg_tx, p->dg_tx.pos, 4, &seg) =
+			cpu_to_le32(p->dg_tx.size * 2);
+		vmc_ring_produce(&p->dg_tx, 4);
+	}
+	spin_unlock_bh(&p->dg_lock);
+}
+
+static ssize_t vmcf_evil_write(struct file *file, const char __user *ubuf,
+			       size_t len, loff_t *off)
+{
+	struct vmc_msg_ready m;
+	struct vmcf_peer *p;
+	unsigned int domid, i;
+	char buf[32], what[16];
+	ssize_t ret = len;
+
+	if (len >= sizeof(buf) || copy_from_user(buf, ubuf, len))
+		return -EINVAL;
+	buf[len] = 0;
+	if (sscanf(buf, "%15s %u", what, &domid) != 2)
+		return -EINVAL;
+	mutex_lock(&vmcf_lock);
+	list_for_each_entry(p, &vmcf_peers, list)
+		if (p->domid == domid && p->state == VMCF_UP)
+			goto found;
+	mutex_unlock(&vmcf_lock);
+	return -ENOENT;
+found:
+	pr_warn("EVIL TEST BUILD: %s against peer %u\n", what, domid);
+	vmc_msg_init(&m, VMC_MSG_READY);
+	if (!strcmp(what, "index")) {
+		vmcf_evil_index(p);
+	} else if (!strcmp(what, "length")) {
+		vmcf_evil_length(p);
+	} else if (!strcmp(what, "version")) {
+		m.hdr.version = VMC_PROTO_VERSION + 7;
+		vmcf_send(p, &m);
+	} else if (!strcmp(what, "size")) {
+		m.hdr.len = cpu_to_le16(sizeof(m.hdr));
+		vmcf_send(p, &m);
+	} else if (!strcmp(what, "storm")) {
+		for (i = 0; i < 100000; i++) {
+			notify_remote_via_evtchn(p->port);
+			if (!(i % 1000))
+				cond_resched();
+		}
+	} else if (!strcmp(what, "deaf")) {
+		WRITE_ONCE(p->evil_deaf, true);
+	} else {
+		ret = -EINVAL;
+	}
+	vmcf_notify(p);
+	mutex_unlock(&vmcf_lock);
+	return ret;
+}
+
+static const struct proc_ops vmcf_evil_ops = {
+	.proc_write = vmcf_evil_write,
+};
+#endif
+
 static int __init vmcf_init(void)
 {
 	int err;
@@ -4214,6 +4372,13 @@ static int __init vmcf_init(void)
 		err = -ENOMEM;
 		goto err_remove_proc;
 	}
+#ifdef VMCF_EVIL
+	if (!proc_create("evil", 0200, vmcf_proc_dir, &vmcf_evil_ops)) {
+		err = -ENOMEM;
+		goto err_remove_proc;
+	}
+	pr_warn("EVIL TEST BUILD: misbehaves on command, never use it\n");
+#endif
 
 	vmcf_table_watch.node = kasprintf(GFP_KERNEL, "%s/xenvmc", vmcf_base);
 	if (!vmcf_table_watch.node) {

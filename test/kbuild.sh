@@ -24,5 +24,16 @@ for rel in $rels; do
 		echo "kbuild: $rel: warnings (see $log)"; status=1; continue
 	fi
 	echo "kbuild: $rel: vmc_back.ko vmc_front.ko built, W=1 C=1 clean"
+	# The test-only misbehaving frontend (VMC_EVIL=1) for the lab's
+	# hostile-peer test, held to the same standard.
+	mkdir -p "$out/evil"
+	cp "$out"/Makefile "$out"/*.c "$out"/*.h "$out/evil/"
+	log=$out/evil/build.log
+	if ! make -C "$kdir" M="$out/evil" W=1 C=1 VMC_EVIL=1 modules >"$log" 2>&1 ||
+	   grep -E 'warning|error' "$log"; then
+		cat "$log"; echo "kbuild: $rel: test build VMC_EVIL=1 FAILED"; status=1; continue
+	fi
+	rm -f "$out/evil/vmc_back.ko"
+	echo "kbuild: $rel: evil/vmc_front.ko (test build VMC_EVIL=1) built, W=1 C=1 clean"
 done
 exit $status

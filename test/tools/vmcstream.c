@@ -6,13 +6,20 @@
  *   vmcstream server PORT
  *   vmcstream stream HOST PORT SECONDS   both directions at once
  *   vmcstream rr HOST PORT SECONDS       request/response, 1..1024 bytes
+ *   vmcstream cserver PORT               churn server: rr, one connection
+ *                                        after another, until killed
+ *   vmcstream churn HOST PORT SECONDS    new connection after new connection
+ *                                        (each: 1..4 requests, half-close,
+ *                                        the server's EOF, close)
  *
  * stream: each side writes a pseudo-random byte stream (seeded by its role)
  * in random sizes (1 B .. 256 KiB) for SECONDS, then shuts down its writing
  * side; each side checks every byte it reads against the stream the other
  * must have sent, up to the EOF.  rr: the client sends numbered requests of
- * random size and checks each echo.  The last line is
- *   vmcstream: ROLE sent N received N errors N stalls N
+ * random size and checks each echo.  churn spends its time in connection
+ * set-up and teardown, so that whatever the lab does lands in a handshake.
+ * The last line is
+ *   vmcstream: ROLE sent N received N errors N stalls N [connections N]
  * and the exit status is 0 only when errors and stalls are 0 (a stall: no
  * byte moved for 20 s, or $VMCSTREAM_STALL s: a save/restore suspends one
  * side, and TCP's retransmission backoff follows).  Compare one side's "sent" with the other's
@@ -181,15 +188,19 @@ static int full(int s, void *b, size_t n, int wr)
 	return 0;
 }
 
-/* rr: [u32 seq][u32 len][len bytes]; the server echoes each request. */
-static void rr_client(void)
+/*
+ * rr: [u32 seq][u32 len][len bytes]; the server echoes each request.
+ * @max requests (0: until the time is up); -1 on an error.
+ */
+static int rr_client(unsigned int max)
 {
-	struct prng g = { 99 };
+	static struct prng g = { 99 };
 	static uint8_t req[1032], resp[1032];
+	static uint32_t seq;
 	double end = now() + secs;
-	uint32_t seq = 0, len, i;
+	uint32_t len, i, n = 0;
 
-	while (now() < end) {
+	while (now() < end && (!max || n++ < max)) {
 		len = 1 + prng_u32(&g) % 1024;
 		memcpy(req, &seq, 4);
 		memcpy(req + 4, &len, 4);
@@ -199,12 +210,12 @@ static void rr_client(void)
 			fprintf(stderr, "%s: rr: %s at request %u\n", role,
 				strerror(errno), seq);
 			errors++;
-			return;
+			return -1;
 		}
 		if (memcmp(req, resp, 8 + len)) {
 			fprintf(stderr, "%s: rr: BAD ECHO at request %u\n", role, seq);
 			errors++;
-			return;
+			return -1;
 		}
 		sent += 8 + len;
 		received += 8 + len;
@@ -212,6 +223,39 @@ static void rr_client(void)
 		seq++;
 	}
 	shutdown(fd, SHUT_WR);
+	return 0;
+}
+
+static unsigned long long conns;
+
+/* churn: connection after connection until the time is up. */
+static void churn_client(const char *host, const char *port)
+{
+	double end = now() + secs;
+	int kind = 1;
+	char c;
+
+	while (now() < end) {
+		fd = connect_to(host, port);
+		if (fd < 0 || full(fd, &kind, sizeof(kind), 1)) {
+			fprintf(stderr, "%s: churn: connect: %s after %llu connections\n",
+				role, strerror(errno), conns);
+			errors++;
+			return;
+		}
+		if (rr_client(1 + conns % 4))
+			return;
+		/* The server closes after our EOF; anything else is wrong. */
+		if (read(fd, &c, 1) != 0) {
+			fprintf(stderr, "%s: churn: no EOF after connection %llu\n",
+				role, conns);
+			errors++;
+			return;
+		}
+		close(fd);
+		conns++;
+	}
+	fd = -1;
 }
 
 static void rr_server(void)
@@ -245,6 +289,34 @@ int main(int argc, char **argv)
 	if (getenv("VMCSTREAM_STALL"))
 		stall_secs = atoi(getenv("VMCSTREAM_STALL"));
 	setvbuf(stdout, NULL, _IOLBF, 0);
+	if (argc == 3 && !strcmp(argv[1], "cserver")) {
+		role = "cserver";
+		ls = socket(AF_INET6, SOCK_STREAM, 0);
+		setsockopt(ls, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+		sa.sin6_port = htons(atoi(argv[2]));
+		if (ls < 0 || bind(ls, (void *)&sa, sizeof(sa)) || listen(ls, 64)) {
+			perror("cserver");
+			return 2;
+		}
+		for (;;) {
+			fd = accept(ls, NULL, NULL);
+			if (fd < 0)
+				continue;
+			if (!full(fd, &kind, sizeof(kind), 0) && kind == 1)
+				rr_server();
+			close(fd);
+		}
+	}
+	if (argc == 5 && !strcmp(argv[1], "churn")) {
+		role = "client";
+		secs = atof(argv[4]);
+		last_move = now();
+		pthread_create(&wd, NULL, watchdog, NULL);
+		churn_client(argv[2], argv[3]);
+		printf("vmcstream: %s sent %llu received %llu errors %llu stalls %llu connections %llu\n",
+		       role, sent, received, errors, stalls, conns);
+		return errors || stalls || !conns ? 1 : 0;
+	}
 	if (argc == 3 && !strcmp(argv[1], "server")) {
 		role = "server";
 		ls = socket(AF_INET6, SOCK_STREAM, 0);
@@ -269,14 +341,14 @@ int main(int argc, char **argv)
 			return 2;
 		}
 	} else {
-		fprintf(stderr, "usage: vmcstream server PORT | stream|rr HOST PORT SECONDS\n");
+		fprintf(stderr, "usage: vmcstream server|cserver PORT | stream|rr|churn HOST PORT SECONDS\n");
 		return 2;
 	}
 	last_move = now();
 	pthread_create(&wd, NULL, watchdog, NULL);
 	if (kind == 1) {
 		if (!strcmp(role, "client"))
-			rr_client();
+			rr_client(0);
 		else
 			rr_server();
 	} else {

@@ -1,0 +1,182 @@
+#!/bin/bash
+# Lab test: a hostile peer.  domu3 runs the test-only misbehaving frontend
+# (make VMC_EVIL=1, built by test/kbuild.sh into build/<release>/evil/) and
+# attacks domu1 on command (/proc/xenvmc/evil, see vmcf_evil_write()); domu2
+# is a bystander talking to domu1 throughout.  Runs in Dom0 (test/lab.sh run
+# test/lab-tests/suite.sh ..., LAB_SUITE).
+#
+# For each attack, domu1 must notice it and say so (a prefixed dmesg line
+# naming domu3, a counter), reset or fall back only what is domu3's, keep its
+# channel to domu2 up and accelerate a new connection to domu2 with every
+# byte intact; at the end domu1's grants, mappings and event channels are
+# back to what they were before domu3 loaded anything, and the bystander's
+# request/response loop, which ran through every attack, lost nothing.  The
+# lab's log scan fails the run on any Oops, BUG or WARNING in any domain.
+#
+#   index    wild producer indices in domu3's connection and datagram rings
+#   length   a datagram record longer than any datagram
+#   version  a control message of an unknown protocol version
+#   size     a control message whose length does not match its type
+#   storm    100000 events with nothing behind them
+#   deaf     domu3 stops reading what domu1 sends it: domu1's offer is
+#            never answered, and its connection must go on over TCP
+#   gref     domu3 announces pool grant refs it never granted
+pass=0; fail=0
+ok()  { echo "PASS: $*"; pass=$((pass + 1)); }
+bad() { echo "FAIL: $*"; fail=$((fail + 1)); }
+check() { local what=$1; shift; if "$@"; then ok "$what"; else bad "$what"; return 1; fi; }
+is() { eval "$*"; }
+x() { lab-exec -n -t 300 "$@"; }
+stat_of() { x "$1" "awk -v k=$2 '\$1 == k {print \$2}' /proc/xenvmc/stats"; }
+wait_until() {
+	local end=$(( $(date +%s) + $1 )); shift
+	until "$@"; do [ "$(date +%s)" -ge "$end" ] && return 1; sleep 0.5; done
+}
+chan_up() { [ "$(x "$1" "awk -v d=$(xl domid "$2") '\$1 == d {print \$3}' /proc/xenvmc/peers")" = up ]; }
+pools_up() { [ "$(x "$1" "awk -v d=$(xl domid "$2") '\$1 == d {print \$12 \$13}' /proc/xenvmc/channels")" = 11 ]; }
+# accelerated connections of DOMU whose peer is DOMU2
+naccel_with() { x "$1" "awk -v d=$(xl domid "$2") '\$4 == d && \$5 == \"accelerated\"' /proc/xenvmc/connections | wc -l"; }
+resources() { echo "$(stat_of domu1 grants_in_use) $(stat_of domu1 mapped_pages) $(stat_of domu1 event_channels)"; }
+A_IP=10.99.0.11 B_IP=10.99.0.12 C_IP=10.99.0.13
+STALL="VMCSTREAM_STALL=${LAB_STALL_SECS:-60}"
+
+for d in domu1 domu2 domu3; do
+	lab-exec -t 60 $d 'cat > /tmp/vmcstream && chmod +x /tmp/vmcstream' < "$LAB_FILES/vmcstream"
+done
+kv3=$(x domu3 uname -r)
+evil_ko=/lab/modules/$kv3/evil/vmc_front.ko
+if [ ! -f "$evil_ko" ]; then
+	bad "no test build $evil_ko in Dom0 (test/kbuild.sh builds it)"
+	echo "$pass passed, $fail failed"; exit 1
+fi
+lab-exec -t 60 domu3 "mkdir -p ${evil_ko%/*} && cat > $evil_ko" < "$evil_ko"
+lab-unload front > /dev/null
+lab-load back > /dev/null
+LAB_FRONT_PARAMS="tcp=1 udp=1" lab-load front domu1 domu2 > /dev/null
+check "channel domu1 <-> domu2 up" wait_until 60 is 'chan_up domu1 domu2 && chan_up domu2 domu1'
+wait_until 60 is 'pools_up domu1 domu2 && pools_up domu2 domu1' || echo "  (ring pools not both mapped after 60 s)"
+sleep 2
+base=$(resources)
+echo "  domu1 resources with domu2 only (grants maps evtchns): $base"
+
+# The bystander: domu1 <-> domu2 request/response through every attack.
+x domu2 "rm -f /tmp/bys.*; ($STALL /tmp/vmcstream server 7001 > /tmp/bys.rs 2>&1 &)"
+wait_until 20 x domu2 "ss -ltn | grep -q ':7001 '"
+x domu1 "rm -f /tmp/bys.*; ($STALL /tmp/vmcstream rr $B_IP 7001 ${LAB_HOSTILE_SECS:-240} > /tmp/bys.rc 2>&1 &)"
+check "bystander connection domu1 -> domu2 accelerated" wait_until 30 is '[ "$(naccel_with domu1 domu2)" -ge 1 ]'
+
+# run SRV_DOMU CLI_DOMU IP PORT SECS NAME: a stream SRV <- CLI in the background
+run() {
+	x "$1" "rm -f /tmp/$6.s; ($STALL /tmp/vmcstream server $4 > /tmp/$6.s 2>&1 &)"
+	wait_until 20 x "$1" "ss -ltn | grep -q ':$4 '"
+	x "$2" "rm -f /tmp/$6.c; ($STALL /tmp/vmcstream stream $3 $4 $5 > /tmp/$6.c 2>&1 &)"
+}
+# intact SRV_DOMU CLI_DOMU NAME: both ends finished, errors 0, sent == received
+intact() {
+	local s c
+	wait_until 200 is "x $1 'grep -q ^vmcstream: /tmp/$3.s' && x $2 'grep -q ^vmcstream: /tmp/$3.c'" || return 1
+	s=$(x "$1" "tail -1 /tmp/$3.s"); c=$(x "$2" "tail -1 /tmp/$3.c")
+	echo "  $3 server: $s"; echo "  $3 client: $c"
+	[[ $s == *"errors 0 stalls 0"* && $c == *"errors 0 stalls 0"* ]] || return 1
+	[ "$(echo "$s" | awk '{print $4}')" = "$(echo "$c" | awk '{print $6}')" ] &&
+		[ "$(echo "$c" | awk '{print $4}')" = "$(echo "$s" | awk '{print $6}')" ]
+}
+# bystander NAME: domu1's channel to domu2 is up, and a new connection to
+# domu2 is accelerated and intact
+port=7100
+bystander() {
+	local acc0
+	port=$((port + 1))
+	check "$1: domu1's channel to domu2 still up" is 'chan_up domu1 domu2 && chan_up domu2 domu1'
+	acc0=$(stat_of domu1 accelerated_total)
+	run domu2 domu1 $B_IP $port 2 by$port
+	check "$1: a new connection domu1 -> domu2 accelerated" \
+		wait_until 20 is '[ "$(stat_of domu1 accelerated_total)" -gt "$acc0" ]'
+	check "$1: ... and intact both ways" intact domu2 domu1 by$port
+}
+evil_load() {
+	x domu3 "rmmod vmc_front 2>/dev/null; insmod $evil_ko tcp=1 udp=1 $*" ||
+		{ bad "cannot load the test build in domu3"; return 1; }
+	wait_until 60 is 'chan_up domu1 domu3 && chan_up domu3 domu1 && pools_up domu1 domu3 && pools_up domu3 domu1'
+}
+evil() { x domu3 "echo $1 $(xl domid domu1) > /proc/xenvmc/evil"; }
+# said: domu1's last dmesg line about domu3
+said() { x domu1 "dmesg | grep 'xenvmc-front: peer $(xl domid domu3): ' | tail -1"; }
+# broke WHAT B0: domu1 closed its channel to domu3 (broken_channels past B0)
+# and logged why
+broke() {
+	check "$1: domu1 closes its channel to domu3" \
+		wait_until 30 is '[ "$(stat_of domu1 broken_channels)" -gt "$2" ]'
+	echo "  domu1: $(said)"
+}
+
+# index: wild producer indices under an accelerated connection
+check "index: channel domu1 <-> domu3 up (test build loaded)" evil_load
+run domu1 domu3 $A_IP 7201 60 ix
+check "index: a connection domu3 -> domu1 accelerated" wait_until 30 is '[ "$(naccel_with domu1 domu3)" -ge 1 ]'
+r0=$(stat_of domu1 resets_total); b0=$(stat_of domu1 broken_channels)
+evil index
+check "index: domu1 resets the connection or closes the channel" \
+	wait_until 30 is '[ "$(stat_of domu1 resets_total)" -gt "$r0" ] || [ "$(stat_of domu1 broken_channels)" -gt "$b0" ]'
+echo "  domu1: $(x domu1 "dmesg | grep xenvmc-front | tail -2 | tr '\n' ' '")"
+check "index: domu1 no longer accelerates anything with domu3" \
+	wait_until 30 is '[ "$(naccel_with domu1 domu3)" = 0 ]'
+x domu3 "pkill vmcstream" || true
+x domu1 "pkill -f 'vmcstream server 7201'" || true
+bystander index
+
+for a in length version size; do
+	check "$a: channel domu1 <-> domu3 up (test build reloaded)" evil_load
+	b0=$(stat_of domu1 broken_channels)
+	evil $a
+	broke $a "$b0"
+	bystander $a
+done
+
+# storm: events alone are no protocol error; domu1 stays useful to all
+check "storm: channel domu1 <-> domu3 up (test build reloaded)" evil_load
+ev0=$(x domu1 "awk -v d=$(xl domid domu3) '\$1 == d {print \$NF}' /proc/xenvmc/channels")
+evil storm
+echo "  domu1 saw $(( $(x domu1 "awk -v d=$(xl domid domu3) '\$1 == d {print \$NF}' /proc/xenvmc/channels") - ev0 )) of 100000 events (the rest coalesced or throttled)"
+check "storm: channel domu1 <-> domu3 still up" chan_up domu1 domu3
+acc0=$(stat_of domu1 accelerated_total)
+run domu1 domu3 $A_IP 7301 2 st
+check "storm: domu1 still accelerates a connection from domu3" \
+	wait_until 30 is '[ "$(stat_of domu1 accelerated_total)" -gt "$acc0" ]'
+check "storm: ... intact both ways" intact domu1 domu3 st
+bystander storm
+
+# deaf: domu1's offer is never answered; its connection goes on over TCP
+check "deaf: channel domu1 <-> domu3 up (test build reloaded)" evil_load
+b0=$(stat_of domu1 broken_channels)
+evil deaf
+run domu3 domu1 $C_IP 7401 5 df
+broke deaf "$b0"
+check "deaf: the unanswered connection went on over TCP, intact both ways" intact domu3 domu1 df
+echo "  domu1 control backlog to domu3 (bounded by 1024): $(x domu1 "awk -v d=$(xl domid domu3) '\$1 == d {print \$9}' /proc/xenvmc/channels")"
+bystander deaf
+
+# gref: refs never granted in domu3's pool announcement
+x domu3 "rmmod vmc_front" || true
+b0=$(stat_of domu1 broken_channels)
+x domu3 "insmod $evil_ko tcp=1 udp=1 evil_gref=1" || bad "gref: cannot load the test build with evil_gref=1"
+broke gref "$b0"
+check "gref: domu1 never maps domu3's pool" is '! pools_up domu1 domu3'
+run domu3 domu1 $C_IP 7501 3 gr
+check "gref: a connection domu1 -> domu3 goes over TCP, intact both ways" intact domu3 domu1 gr
+bystander gref
+
+# the end: domu3 unloads; domu1 is back where it started
+x domu3 "rmmod vmc_front" || bad "rmmod of the test build failed"
+wait_until 30 is '! chan_up domu1 domu3' || true
+check "domu1's resources back to where they were with domu2 only ($base)" \
+	wait_until 30 is '[ "$(resources)" = "$base" ]'
+echo "  domu1 resources now: $(resources)"
+wait_until 300 x domu1 'grep -q ^vmcstream: /tmp/bys.rc'
+echo "  bystander client: $(x domu1 'tail -1 /tmp/bys.rc')"
+check "bystander: its request/response loop through every attack lost nothing" \
+	x domu1 "tail -1 /tmp/bys.rc | grep -q 'errors 0 stalls 0'"
+echo "  domu1's counters: $(x domu1 "grep -E '^(broken_channels|bad_control_msgs|resets_total|udp_bad_datagrams|fallback_handshake_timeout) ' /proc/xenvmc/stats | tr '\n' ' '")"
+
+echo "$pass passed, $fail failed"
+[ "$fail" = 0 ]
