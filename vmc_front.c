@@ -133,6 +133,7 @@ MODULE_PARM_DESC(evil_gref, "TEST BUILD: announce pool grant refs never granted"
  * this long is broken, and sendmsg() must not wait for it forever.
  */
 #define VMCF_OFFER_TIMEOUT	(10 * HZ)
+#define VMCF_DGRAM_BUDGET	64	/* datagrams per softirq run (as NAPI) */
 #define VMCF_DRAIN_WAIT		(5 * HZ)	/* unload: saved bytes still unread */
 #define VMCF_PENDING_MAX	64
 
@@ -178,9 +179,11 @@ struct vmcf_peer {
 	evtchn_port_t port;
 	int irq;			/* < 0: not bound */
 	bool stopping;			/* handler must only EOI */
-	unsigned long eoi_pending;	/* bit 0: an event awaits its EOI */
+	/* bit 0: an event awaits its EOI; bit 1: vmcf_evt() saw it move */
+	unsigned long eoi_pending;
 	int eoi_irq;			/* the irq that event came on */
-	struct work_struct work;
+	struct tasklet_struct evt;	/* each event: wakes, datagrams */
+	struct work_struct work;	/* control messages */
 	struct delayed_work tick;	/* expires pending offers */
 
 	/* Control messages that found the ring full, oldest first. */
@@ -3202,11 +3205,12 @@ static const struct nf_hook_ops vmcf_nf_ops[] = {
  * then checked (vmc_dgram_check; its source must be an address Dom0 lists
  * for the peer, its destination one of ours) and handed to our IP stack
  * as if netfront had received it: sockets, their buffers and their drops
- * are UDP's own.  Peer's work item; a malformed one breaks the channel.
+ * are UDP's own.  vmcf_evt() (softirq, as netfront's receive path), at
+ * most VMCF_DGRAM_BUDGET at a time; a malformed one breaks the channel.
  */
 static bool vmcf_udp_in(struct vmcf_peer *p, bool *moved)
 {
-	unsigned int budget = 256;
+	unsigned int budget = VMCF_DGRAM_BUDGET;
 	struct net_device *dev;
 	struct sk_buff *skb;
 	struct vmc_dgram d;
@@ -3228,7 +3232,7 @@ static bool vmcf_udp_in(struct vmcf_peer *p, bool *moved)
 			goto broken;
 		}
 		*moved = true;
-		skb = alloc_skb(len, GFP_KERNEL);
+		skb = alloc_skb(len, GFP_ATOMIC);
 		if (!skb) {
 			atomic_long_inc(&vmcf_udp_rx_nomem);
 			notify |= vmc_ring_consume(&p->dg_rx,
@@ -3271,7 +3275,7 @@ static bool vmcf_udp_in(struct vmcf_peer *p, bool *moved)
 		rcu_read_unlock();
 		atomic_long_inc(&vmcf_udp_rx);
 	}
-	queue_work(vmcf_wq, &p->work);	/* budget spent: more next round */
+	tasklet_schedule(&p->evt);	/* budget spent: more next round */
 	return notify;
 
 broken_skb:
@@ -3283,10 +3287,11 @@ broken:
 }
 
 /*
- * Read every message the peer produced, every datagram, and wake the
- * sockets whose rings moved.  Runs in the peer's work item, never
- * concurrently with itself; ends with the late EOI that unmasks the event
- * channel.
+ * Read every control message the peer produced, then wake the sockets (all
+ * of them after a control message, else those whose rings moved).  Runs
+ * in the peer's work item, never concurrently with itself; queued by
+ * vmcf_evt() for an event that brought control messages, and unprompted;
+ * ends with the late EOI that unmasks the event channel.
  *
  * The EOI tells Xen's event code whether the event did anything: after
  * two spurious ones in a row it delays the unmask, exponentially up to a
@@ -3330,8 +3335,6 @@ static void vmcf_work(struct work_struct *work)
 		ctrl = true;
 		vmcf_handle(p, buf, len);
 	}
-	if (READ_ONCE(p->state) == VMCF_UP && READ_ONCE(p->dg_on))
-		notify |= vmcf_udp_in(p, &moved);
 	spin_lock_bh(&p->tx_lock);
 	backlog = p->backlog_len;
 	notify |= vmcf_flush_locked(p);
@@ -3345,6 +3348,7 @@ static void vmcf_work(struct work_struct *work)
 	 * any connection's state: then wake them all; else those that moved.
 	 */
 	moved |= vmcf_wake_conns(p, ctrl);
+	moved |= test_and_clear_bit(1, &p->eoi_pending);	/* vmcf_evt() */
 	/* Unmask only an event that was delivered; runs also unprompted. */
 	if (test_and_clear_bit(0, &p->eoi_pending))
 		xen_irq_lateeoi(READ_ONCE(p->eoi_irq),
@@ -3352,9 +3356,48 @@ static void vmcf_work(struct work_struct *work)
 }
 
 /*
- * Hard irq: hand the event to the work item, which EOIs it.  If the work
- * is already queued and not yet running, that run sees eoi_pending; if it
- * is running, queue_work() queues it again.
+ * Soft irq, right after each event: wake the sockets whose rings moved
+ * and read the datagrams, as netfront's receive path would, without a
+ * thread switch between the event and the woken reader; control messages
+ * (and a channel not yet up) go to the work item, which then EOIs.  Never
+ * concurrently with itself; tasklet_kill() in vmcf_chan_close() stops it.
+ */
+static void vmcf_evt(struct tasklet_struct *t)
+{
+	struct vmcf_peer *p = from_tasklet(p, t, evt);
+	bool moved = false, notify = false;
+
+	if (READ_ONCE(p->stopping))
+		return;
+	if (READ_ONCE(p->state) != VMCF_UP) {
+		queue_work(vmcf_wq, &p->work);
+		return;
+	}
+	if (READ_ONCE(p->dg_on))
+		notify = vmcf_udp_in(p, &moved);
+	moved |= vmcf_wake_conns(p, false);
+	if (notify)
+		vmcf_notify(p);
+	/*
+	 * A message, or room for our backlog: the work item's.  A message
+	 * after this look comes with an event: the work item asked for one
+	 * (vmc_ring_cons_wait()) before it last went idle.
+	 */
+	if (vmc_ring_avail_peek(&p->in) != 0 || READ_ONCE(p->backlog_len)) {
+		if (moved)
+			set_bit(1, &p->eoi_pending);
+		queue_work(vmcf_wq, &p->work);
+		return;
+	}
+	if (test_and_clear_bit(0, &p->eoi_pending))
+		xen_irq_lateeoi(READ_ONCE(p->eoi_irq),
+				moved ? 0 : XEN_EOI_FLAG_SPURIOUS);
+}
+
+/*
+ * Hard irq: hand the event to vmcf_evt(), which EOIs it or has the work
+ * item do it.  The event channel stays masked until that late EOI, so one
+ * event at a time is in flight.
  */
 static irqreturn_t vmcf_interrupt(int irq, void *dev_id)
 {
@@ -3368,14 +3411,14 @@ static irqreturn_t vmcf_interrupt(int irq, void *dev_id)
 	 * Xen raises a freshly bound interdomain port at once, so this can
 	 * run inside request_irq(), before vmcf_bind_irq() has stored p->irq:
 	 * the EOI must use the irq we were called for, or the port stays
-	 * masked for good.  The bit orders the store for the work item.
+	 * masked for good.  The bit orders the store for the EOI's reader.
 	 */
 	WRITE_ONCE(p->eoi_irq, irq);
-	/* Pairs with test_and_clear_bit() (a full barrier) in vmcf_work(). */
+	/* Pairs with test_and_clear_bit() (a full barrier) at the EOI. */
 	smp_mb__before_atomic();
 	set_bit(0, &p->eoi_pending);
 	p->events++;
-	queue_work(vmcf_wq, &p->work);
+	tasklet_schedule(&p->evt);
 	return IRQ_HANDLED;
 }
 
@@ -3446,8 +3489,10 @@ static void vmcf_chan_close(struct vmcf_peer *p)
 		WRITE_ONCE(p->stopping, true);
 		disable_irq(p->irq);	/* waits for a running handler */
 	}
+	tasklet_kill(&p->evt);	/* the irq is off: it does not come back */
 	cancel_work_sync(&p->work);	/* its EOI still finds the irq */
 	clear_bit(0, &p->eoi_pending);
+	clear_bit(1, &p->eoi_pending);
 	cancel_delayed_work_sync(&p->tick);
 	vmcf_conns_down(p);		/* no socket touches the pools after */
 	vmcf_rpool_unmap(p);
@@ -3647,6 +3692,7 @@ static struct vmcf_peer *vmcf_peer_new(unsigned int domid)
 	INIT_LIST_HEAD(&p->waiting);
 	INIT_LIST_HEAD(&p->attached);
 	INIT_LIST_HEAD(&p->pending);
+	tasklet_setup(&p->evt, vmcf_evt);
 	INIT_WORK(&p->work, vmcf_work);
 	INIT_DELAYED_WORK(&p->tick, vmcf_tick);
 	list_add_tail_rcu(&p->list, &vmcf_peers);
