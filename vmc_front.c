@@ -134,6 +134,7 @@ MODULE_PARM_DESC(evil_gref, "TEST BUILD: announce pool grant refs never granted"
  */
 #define VMCF_OFFER_TIMEOUT	(10 * HZ)
 #define VMCF_DGRAM_BUDGET	64	/* datagrams per softirq run (as NAPI) */
+#define VMCF_DGRAM_TXQ_BYTES	(512 * 1024)	/* per pair, > one sndbuf */
 #define VMCF_DRAIN_WAIT		(5 * HZ)	/* unload: saved bytes still unread */
 #define VMCF_PENDING_MAX	64
 
@@ -231,6 +232,13 @@ struct vmcf_peer {
 	bool dg_on;			/* both rings usable; under dg_lock */
 	spinlock_t dg_lock;
 	struct vmc_ring dg_tx, dg_rx;
+	/*
+	 * Datagrams waiting for room in dg_tx, in order; under dg_lock.  They
+	 * stay charged to their sockets, so a sender faster than the peer
+	 * blocks in sendmsg() as behind a full netfront queue, not drops.
+	 */
+	struct sk_buff_head dg_txq;
+	unsigned int dg_txq_bytes;	/* their truesize */
 
 	unsigned long msgs_in, msgs_out, bad_msgs, events;
 #ifdef VMCF_EVIL
@@ -3119,15 +3127,63 @@ static void vmcf_copy_skb(void *dst, u32 off, u32 len, const void *src)
 }
 
 /*
+ * Write the waiting datagrams into the ring while they fit; dg_lock held.
+ * When one does not fit, ask for an event once the peer has made room for
+ * it (vmcf_evt() calls us again).  Returns whether to notify the peer;
+ * -EPROTO in *err if the ring is corrupt.  The datagrams written go to
+ * @done, for the caller to free after dg_lock: freeing one uncharges its
+ * socket, which wakes its writer, which must not find dg_lock held.
+ */
+static bool vmcf_dg_flush_locked(struct vmcf_peer *p, int *err,
+				 struct sk_buff_head *done)
+{
+	bool notify = false, n = false;
+	struct sk_buff *skb;
+	u32 room;
+
+	while ((skb = skb_peek(&p->dg_txq))) {
+		*err = vmc_ring_msg_write_from(&p->dg_tx, skb->len,
+					       vmcf_copy_skb, skb, &n);
+		notify |= n;
+		if (*err == -EAGAIN) {
+			/* Room may have come while asking: then try again. */
+			room = vmc_ring_msg_room(skb->len);
+			if (vmc_ring_prod_wait(&p->dg_tx, room) >= room)
+				continue;
+			*err = 0;
+			break;
+		}
+		if (*err)	/* -EPROTO: the caller breaks the channel */
+			break;
+		__skb_unlink(skb, &p->dg_txq);
+		p->dg_txq_bytes -= skb->truesize;
+		atomic_long_inc(&vmcf_udp_tx);
+		__skb_queue_tail(done, skb);
+	}
+	return notify;
+}
+
+static void vmcf_dg_free(struct sk_buff_head *done)
+{
+	struct sk_buff *skb;
+
+	while ((skb = __skb_dequeue(done)))
+		consume_skb(skb);	/* uncharges its socket: sendmsg goes on */
+}
+
+/*
  * Netfilter, IPv4 and IPv6 POST_ROUTING, last (after NAT and filters): a
  * UDP datagram for a co-resident peer goes into the pair's datagram ring
- * instead of out through netfront.  Any context.  Ring full: dropped and
- * counted, as a full queue drops UDP; too big for the ring, GSO, no ring
- * (yet, or any more): the network, unchanged.
+ * instead of out through netfront.  Any context.  Ring full: it waits in
+ * dg_txq, still charged to its socket, up to VMCF_DGRAM_TXQ_BYTES per
+ * pair; beyond that dropped and counted, as a full queue drops UDP.  Too
+ * big for the ring, GSO, no ring (yet, or any more): the network,
+ * unchanged.
  */
 static unsigned int vmcf_udp_out(void *priv, struct sk_buff *skb,
 				 const struct nf_hook_state *state)
 {
+	struct sk_buff_head done;
 	struct vmc_tuple t = { };
 	struct vmcf_peer *p;
 	bool notify = false;
@@ -3152,14 +3208,29 @@ static unsigned int vmcf_udp_out(void *priv, struct sk_buff *skb,
 		t.family = VMC_AF_INET6;
 		memcpy(t.raddr, &ip6->daddr, 16);
 	}
+	__skb_queue_head_init(&done);
 	rcu_read_lock();
 	p = vmcf_peer_by_addr(&t);
 	if (p && vmcf_pair_ready(p)) {
 		spin_lock_bh(&p->dg_lock);
-		if (p->dg_on)
+		if (!p->dg_on) {
+			err = -ENOTCONN;
+		} else if (skb->len > vmc_ring_msg_max(p->dg_tx.size)) {
+			err = -EMSGSIZE;
+		} else if (skb_queue_empty(&p->dg_txq)) {
 			err = vmc_ring_msg_write_from(&p->dg_tx, skb->len,
 						      vmcf_copy_skb, skb,
 						      &notify);
+		} else {
+			err = -EAGAIN;	/* behind the waiting ones */
+		}
+		if (err == -EAGAIN &&
+		    p->dg_txq_bytes + skb->truesize <= VMCF_DGRAM_TXQ_BYTES) {
+			__skb_queue_tail(&p->dg_txq, skb);
+			p->dg_txq_bytes += skb->truesize;
+			skb = NULL;
+			notify |= vmcf_dg_flush_locked(p, &err, &done);
+		}
 		/* Under the lock: teardown unbinds the irq only after it. */
 		if (notify)
 			vmcf_notify(p);
@@ -3168,12 +3239,16 @@ static unsigned int vmcf_udp_out(void *priv, struct sk_buff *skb,
 			vmcf_peer_broken(p, "corrupt datagram ring index");
 	}
 	rcu_read_unlock();
+	vmcf_dg_free(&done);
+	if (!skb)
+		return NF_STOLEN;	/* queued (counted once written) */
 	switch (err) {
 	case 0:
 		atomic_long_inc(&vmcf_udp_tx);
 		consume_skb(skb);
 		return NF_STOLEN;
 	case -EAGAIN:
+	case -EPROTO:
 		atomic_long_inc(&vmcf_udp_tx_full);
 		kfree_skb(skb);
 		return NF_STOLEN;
@@ -3355,6 +3430,27 @@ static void vmcf_work(struct work_struct *work)
 				(ctrl || moved) ? 0 : XEN_EOI_FLAG_SPURIOUS);
 }
 
+/* The peer may have made room for our waiting datagrams: write them. */
+static bool vmcf_dg_room(struct vmcf_peer *p, bool *moved)
+{
+	struct sk_buff_head done;
+	bool notify = false;
+	int err = 0;
+
+	if (skb_queue_empty_lockless(&p->dg_txq))
+		return false;
+	__skb_queue_head_init(&done);
+	spin_lock_bh(&p->dg_lock);
+	if (p->dg_on)
+		notify = vmcf_dg_flush_locked(p, &err, &done);
+	spin_unlock_bh(&p->dg_lock);
+	*moved |= !skb_queue_empty(&done);
+	vmcf_dg_free(&done);
+	if (err == -EPROTO)
+		vmcf_peer_broken(p, "corrupt datagram ring index");
+	return notify;
+}
+
 /*
  * Soft irq, right after each event: wake the sockets whose rings moved
  * and read the datagrams, as netfront's receive path would, without a
@@ -3373,8 +3469,10 @@ static void vmcf_evt(struct tasklet_struct *t)
 		queue_work(vmcf_wq, &p->work);
 		return;
 	}
-	if (READ_ONCE(p->dg_on))
+	if (READ_ONCE(p->dg_on)) {
 		notify = vmcf_udp_in(p, &moved);
+		notify |= vmcf_dg_room(p, &moved);
+	}
 	moved |= vmcf_wake_conns(p, false);
 	if (notify)
 		vmcf_notify(p);
@@ -3470,6 +3568,7 @@ static void vmcf_pending_free(struct vmcf_peer *p)
 static void vmcf_chan_close(struct vmcf_peer *p)
 {
 	struct gnttab_unmap_grant_ref unmap;
+	struct sk_buff_head lost;
 	char node[24];
 
 	/*
@@ -3481,9 +3580,15 @@ static void vmcf_chan_close(struct vmcf_peer *p)
 	if (READ_ONCE(p->state) == VMCF_UP && !p->closing)
 		vmcf_revert_all("peer channel closing: moved back to TCP", 0, p);
 	/* No sender writes the datagram ring after this (dg_lock). */
+	__skb_queue_head_init(&lost);
 	spin_lock_bh(&p->dg_lock);
 	p->dg_on = false;
+	skb_queue_splice_init(&p->dg_txq, &lost);
+	p->dg_txq_bytes = 0;
 	spin_unlock_bh(&p->dg_lock);
+	/* Waiting datagrams are lost, as in a queue that goes down. */
+	atomic_long_add(skb_queue_len(&lost), &vmcf_udp_tx_full);
+	__skb_queue_purge(&lost);
 	p->peer_features = 0;
 	if (p->irq >= 0) {
 		WRITE_ONCE(p->stopping, true);
@@ -3688,6 +3793,7 @@ static struct vmcf_peer *vmcf_peer_new(unsigned int domid)
 	spin_lock_init(&p->tx_lock);
 	spin_lock_init(&p->conn_lock);
 	spin_lock_init(&p->dg_lock);
+	__skb_queue_head_init(&p->dg_txq);
 	INIT_LIST_HEAD(&p->backlog);
 	INIT_LIST_HEAD(&p->waiting);
 	INIT_LIST_HEAD(&p->attached);

@@ -172,6 +172,7 @@ measure "TCP request/response 1 B (crr rr)" rr1 "/tmp/crr rr @DST@ @P3@ $T 1"
 measure "TCP request/response 1 KiB (sockperf ping-pong --tcp -m 1024)" rr1k "sockperf pp --tcp -i @DST@ -p @P1@ -t $T -m 1024"
 measure "TCP connect/request/response/close rate (crr crr)" crr "/tmp/crr crr @DST@ @P3@ $T 1"
 measure "UDP stream (iperf3 -u -b 0)" udp "iperf3 -c @DST@ -p @P0@ -u -b 0 -t $T -J"
+measure "UDP stream 16 KiB datagrams (iperf3 -u -b 0 -l 16384)" udp16 "iperf3 -c @DST@ -p @P0@ -u -b 0 -l 16384 -t $T -J"
 measure "UDP request/response 64 B (sockperf ping-pong -m 64)" udprr "sockperf pp -i @DST@ -p @P2@ -t $T -m 64"
 [ $HAVE_UDP = no ] && note "XenVMC UDP: n/a (no udp counter in /proc/xenvmc/stats: UDP fast path not implemented)"
 memcpy_run

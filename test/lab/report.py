@@ -22,6 +22,8 @@ TARGETS = [  # name, ratio key, threshold, text
     ("XenVMC 16 KiB stream >= 0.5x copy limit (one vCPU memcpy)", "tcp_stream_16k_vs_copy_limit", 0.5),
     ("XenVMC 1 B request/response latency <= 1/4 of netfront", "tcp_rr_1b_latency_netfront_over_xenvmc", 4.0),
     ("XenVMC connect/request/close rate within 10 % of netfront (>= 0.9x)", "tcp_crr_xenvmc_over_netfront", 0.9),
+    ("XenVMC UDP stream, 16 KiB datagrams, >= 0.5x copy limit", "udp_stream_16k_vs_copy_limit", 0.5),
+    ("XenVMC UDP 64 B request/response latency <= 1/4 of netfront", "udp_rr_latency_netfront_over_xenvmc", 4.0),
 ]
 
 
@@ -174,7 +176,7 @@ def main():
         "stream": [("stream-%s" % s, 2) for s in sizes],  # iperf3: control + data connection
         "rr": [("rr1", 1), ("rr1k", 1)],
         "crr": [("crr", "count")],
-        "udp": [("udp", 1), ("udprr", None)],  # iperf3 -u still opens its TCP control connection
+        "udp": [("udp", 1), ("udp16", 1), ("udprr", None)],  # iperf3 -u still opens its TCP control connection
     }
     xenvmc_udp = meta.get("xenvmc_udp", "no") == "yes"
     accel, fallbacks, nf_accel = {}, {}, 0
@@ -235,6 +237,8 @@ def main():
     udp_na = {c: (read(P("udp-%s.txt" % c)) or "").strip() == "udp n/a" for c in cols}
     udp = {c: Fig([r[0] * 8 * 2**20 / 1e6 for r in iperf_runs(P("udp-%s.txt" % c))], "Mbit/s") for c in cols}
     udploss = {c: [r[2] for r in iperf_runs(P("udp-%s.txt" % c)) if r[2] is not None] for c in cols}
+    # MiB/s, to compare with the copy limit
+    udp16 = {c: Fig([r[0] for r in iperf_runs(P("udp16-%s.txt" % c))], "MiB/s") for c in cols}
     udprr = {c: Fig(sockperf_runs(P("udprr-%s.txt" % c)), "us", "low") for c in cols}
     memtxt = read(P("memcpy-domu1.txt")) or ""
     memcpy = Fig([float(x) for x in re.findall(r"([\d.]+) MiB", memtxt)], "MiB/s")
@@ -270,6 +274,8 @@ def main():
     if x_ok and not udp_na["xenvmc"] and accel["udp"][0] == "yes" and "netfront" in cols:
         R["udp_stream_xenvmc_over_netfront"] = ratio(med(udp["xenvmc"]), med(udp["netfront"]))
         R["udp_rr_latency_netfront_over_xenvmc"] = ratio(med(udprr["netfront"]), med(udprr["xenvmc"]))
+        R["udp_stream_16k_xenvmc_over_netfront"] = ratio(med(udp16["xenvmc"]), med(udp16["netfront"]))
+        R["udp_stream_16k_vs_copy_limit"] = ratio(med(udp16["xenvmc"]), med(memcpy))
 
     # ---- Markdown
     L = []
@@ -324,6 +330,7 @@ def main():
     row("TCP connect/request/response/close rate, 1 B (crr)", crr, "crr", fmt="%.0f")
     na = {c: "n/a (UDP fast path not implemented)" for c in cols if udp_na[c]}
     row("UDP stream, iperf3 -u -b 0, received", udp, "udp", fmt="%.0f", na=na)
+    row("UDP stream, 16 KiB datagrams, iperf3 -u -b 0 -l 16384, received", udp16, "udp", na=na)
     row("UDP request/response 64 B, one-way avg (sockperf)", udprr, "udp", inverse=True, na=na)
     cpu16 = {c: cpu_per_gib(c, s16) for c in cols}
     cells = ["CPU seconds per GiB moved, TCP stream %s, all domains (Dom0 + domu1 + domu2)" % size_name(s16)]
