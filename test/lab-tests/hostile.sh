@@ -62,7 +62,7 @@ echo "  domu1 resources with domu2 only (grants maps evtchns): $base"
 # The bystander: domu1 <-> domu2 request/response through every attack.
 x domu2 "rm -f /tmp/bys.*; ($STALL /tmp/vmcstream server 7001 > /tmp/bys.rs 2>&1 &)"
 wait_until 20 x domu2 "ss -ltn | grep -q ':7001 '"
-x domu1 "rm -f /tmp/bys.*; ($STALL /tmp/vmcstream rr $B_IP 7001 ${LAB_HOSTILE_SECS:-240} > /tmp/bys.rc 2>&1 &)"
+x domu1 "rm -f /tmp/bys.*; ($STALL /tmp/vmcstream rr $B_IP 7001 ${LAB_HOSTILE_SECS:-420} > /tmp/bys.rc 2>&1 &)"
 check "bystander connection domu1 -> domu2 accelerated" wait_until 30 is '[ "$(naccel_with domu1 domu2)" -ge 1 ]'
 
 # run SRV_DOMU CLI_DOMU IP PORT SECS NAME: a stream SRV <- CLI in the background
@@ -105,8 +105,9 @@ said() { x domu1 "dmesg | grep 'xenvmc-front: peer $(xl domid domu3): ' | tail -
 # broke WHAT B0: domu1 closed its channel to domu3 (broken_channels past B0)
 # and logged why
 broke() {
+	local before=$2	# 'is' evaluates the test in its own scope: not "$2"
 	check "$1: domu1 closes its channel to domu3" \
-		wait_until 30 is '[ "$(stat_of domu1 broken_channels)" -gt "$2" ]'
+		wait_until 30 is '[ "$(stat_of domu1 broken_channels)" -gt "$before" ]'
 	echo "  domu1: $(said)"
 }
 

@@ -1,10 +1,10 @@
 #!/bin/bash
 # The lab part of `make check`: one boot, every lab test in turn.  Runs in
 # Dom0 (test/lab.sh run test/lab-tests/suite.sh test/lab-tests/*.sh).
-# Order matters: smoke and revert last, since they save, restore and
-# destroy DomUs (each re-creates what it destroyed).
+# Order matters: smoke, revert and migrate last, since they save, restore
+# and destroy DomUs (each re-creates what it destroyed).
 # Each test's "N passed, N failed" is added up; the last line is the total.
-order=${LAB_SUITE:-"membership.sh tcp.sh udp.sh smoke.sh revert.sh"}
+order=${LAB_SUITE:-"membership.sh tcp.sh udp.sh hostile.sh smoke.sh revert.sh migrate.sh"}
 passed=0; failed=0
 for t in $order; do
 	f=$LAB_FILES/$t
