@@ -13,7 +13,7 @@ for t in $order; do
 		echo "=== $t: missing"; failed=$((failed + 1)); continue
 	fi
 	out=$(mktemp)
-	timeout -k 10 "${LAB_ONE_TIMEOUT:-900}" bash "$f" < /dev/null 2>&1 | tee "$out"
+	timeout -k 10 "${LAB_ONE_TIMEOUT:-1500}" bash "$f" < /dev/null 2>&1 | tee "$out"
 	rc=${PIPESTATUS[0]}
 	read -r p f_ < <(sed -n 's/^\([0-9]\+\) passed, \([0-9]\+\) failed.*/\1 \2/p' "$out" | tail -n 1)
 	rm -f "$out"
