@@ -135,6 +135,12 @@ MODULE_PARM_DESC(evil_gref, "TEST BUILD: announce pool grant refs never granted"
 #define VMCF_OFFER_TIMEOUT	(10 * HZ)
 #define VMCF_DGRAM_BUDGET	64	/* datagrams per softirq run (as NAPI) */
 #define VMCF_DGRAM_TXQ_BYTES	(512 * 1024)	/* per pair, > one sndbuf */
+/*
+ * A peer that makes no room for this long loses the waiting datagrams
+ * (counted as ring-full drops): their senders must not stay blocked on a
+ * stalled or hostile peer, which under netfront would only drop them.
+ */
+#define VMCF_DGRAM_WAIT		(HZ / 2)
 #define VMCF_DRAIN_WAIT		(5 * HZ)	/* unload: saved bytes still unread */
 #define VMCF_PENDING_MAX	64
 
@@ -179,7 +185,7 @@ struct vmcf_peer {
 	/* One interdomain event channel per pair. */
 	evtchn_port_t port;
 	int irq;			/* < 0: not bound */
-	bool stopping;			/* handler must only EOI */
+	bool stopping;			/* irq only EOIs, tasklet stops */
 	/* bit 0: an event awaits its EOI; bit 1: vmcf_evt() saw it move */
 	unsigned long eoi_pending;
 	int eoi_irq;			/* the irq that event came on */
@@ -239,6 +245,7 @@ struct vmcf_peer {
 	 */
 	struct sk_buff_head dg_txq;
 	unsigned int dg_txq_bytes;	/* their truesize */
+	unsigned long dg_moved_at;	/* jiffies: the queue last moved */
 
 	unsigned long msgs_in, msgs_out, bad_msgs, events;
 #ifdef VMCF_EVIL
@@ -848,6 +855,7 @@ static bool vmcf_pair_ready(struct vmcf_peer *p)
 }
 
 static void vmcf_peer_broken(struct vmcf_peer *p, const char *why);
+static bool vmcf_dg_expire(struct vmcf_peer *p);
 
 /* ---- TCP: which sockets, and the switch of their operations ---- */
 
@@ -2679,8 +2687,8 @@ static void vmcf_rx_revert(struct vmcf_peer *p,
 /*
  * Did the peer move @c's rings since we last looked?  Its tx ring (set up
  * before the slot was published under conn_lock) and, once attached, its
- * rx ring.  The peer's work item, conn_lock held.  The peer's pool stays
- * mapped until this work item is cancelled (vmcf_chan_close()).
+ * rx ring.  The peer's tasklet or work item, conn_lock held.  The peer's
+ * pool stays mapped until both are stopped (vmcf_chan_close()).
  */
 static bool vmcf_conn_moved(struct vmcf_conn *c)
 {
@@ -2934,6 +2942,7 @@ static void vmcf_tick(struct work_struct *work)
 		kfree(pend);
 	}
 	again |= vmcf_revert_expire();
+	again |= vmcf_dg_expire(p);
 	if (again)
 		queue_delayed_work(vmcf_wq, &p->tick, HZ);
 }
@@ -3132,13 +3141,15 @@ static void vmcf_copy_skb(void *dst, u32 off, u32 len, const void *src)
  * it (vmcf_evt() calls us again).  Returns whether to notify the peer;
  * -EPROTO in *err if the ring is corrupt.  The datagrams written go to
  * @done, for the caller to free after dg_lock: freeing one uncharges its
- * socket, which wakes its writer, which must not find dg_lock held.
+ * socket and runs its callbacks, and one that sent from there would come
+ * back into vmcf_udp_out() and find dg_lock held.
  */
 static bool vmcf_dg_flush_locked(struct vmcf_peer *p, int *err,
 				 struct sk_buff_head *done)
 {
 	bool notify = false, n = false;
 	struct sk_buff *skb;
+	long space;
 	u32 room;
 
 	while ((skb = skb_peek(&p->dg_txq))) {
@@ -3148,19 +3159,47 @@ static bool vmcf_dg_flush_locked(struct vmcf_peer *p, int *err,
 		if (*err == -EAGAIN) {
 			/* Room may have come while asking: then try again. */
 			room = vmc_ring_msg_room(skb->len);
-			if (vmc_ring_prod_wait(&p->dg_tx, room) >= room)
+			space = vmc_ring_prod_wait(&p->dg_tx, room);
+			if (space >= room)
 				continue;
-			*err = 0;
+			*err = space < 0 ? space : 0;
 			break;
 		}
 		if (*err)	/* -EPROTO: the caller breaks the channel */
 			break;
 		__skb_unlink(skb, &p->dg_txq);
 		p->dg_txq_bytes -= skb->truesize;
+		p->dg_moved_at = jiffies;
 		atomic_long_inc(&vmcf_udp_tx);
 		__skb_queue_tail(done, skb);
 	}
 	return notify;
+}
+
+/*
+ * The peer's tick: drop what waited too long for room (VMCF_DGRAM_WAIT).
+ * Returns whether datagrams still wait (the tick comes again).
+ */
+static bool vmcf_dg_expire(struct vmcf_peer *p)
+{
+	struct sk_buff_head lost;
+	bool waiting;
+
+	__skb_queue_head_init(&lost);
+	spin_lock_bh(&p->dg_lock);
+	if (!skb_queue_empty(&p->dg_txq) &&
+	    time_after(jiffies, p->dg_moved_at + VMCF_DGRAM_WAIT)) {
+		skb_queue_splice_init(&p->dg_txq, &lost);
+		p->dg_txq_bytes = 0;
+	}
+	waiting = !skb_queue_empty(&p->dg_txq);
+	spin_unlock_bh(&p->dg_lock);
+	if (!skb_queue_empty(&lost))
+		pr_warn_ratelimited("peer %u: made no room for datagrams: %u dropped\n",
+				    p->domid, skb_queue_len(&lost));
+	atomic_long_add(skb_queue_len(&lost), &vmcf_udp_tx_full);
+	__skb_queue_purge(&lost);
+	return waiting;
 }
 
 static void vmcf_dg_free(struct sk_buff_head *done)
@@ -3185,8 +3224,8 @@ static unsigned int vmcf_udp_out(void *priv, struct sk_buff *skb,
 {
 	struct sk_buff_head done;
 	struct vmc_tuple t = { };
+	bool notify = false, tick = false;
 	struct vmcf_peer *p;
-	bool notify = false;
 	int err = -ENOTCONN;
 
 	if (!READ_ONCE(udp) || skb_is_gso(skb))
@@ -3226,6 +3265,12 @@ static unsigned int vmcf_udp_out(void *priv, struct sk_buff *skb,
 		}
 		if (err == -EAGAIN &&
 		    p->dg_txq_bytes + skb->truesize <= VMCF_DGRAM_TXQ_BYTES) {
+			/* Its route is only good under RCU: not needed now. */
+			skb_dst_drop(skb);
+			if (skb_queue_empty(&p->dg_txq)) {
+				p->dg_moved_at = jiffies;
+				tick = true;
+			}
 			__skb_queue_tail(&p->dg_txq, skb);
 			p->dg_txq_bytes += skb->truesize;
 			skb = NULL;
@@ -3237,6 +3282,8 @@ static unsigned int vmcf_udp_out(void *priv, struct sk_buff *skb,
 		spin_unlock_bh(&p->dg_lock);
 		if (err == -EPROTO)
 			vmcf_peer_broken(p, "corrupt datagram ring index");
+		if (tick)
+			vmcf_tick_soon(p);	/* watches VMCF_DGRAM_WAIT */
 	}
 	rcu_read_unlock();
 	vmcf_dg_free(&done);
@@ -3248,7 +3295,6 @@ static unsigned int vmcf_udp_out(void *priv, struct sk_buff *skb,
 		consume_skb(skb);
 		return NF_STOLEN;
 	case -EAGAIN:
-	case -EPROTO:
 		atomic_long_inc(&vmcf_udp_tx_full);
 		kfree_skb(skb);
 		return NF_STOLEN;
@@ -3465,6 +3511,10 @@ static void vmcf_evt(struct tasklet_struct *t)
 
 	if (READ_ONCE(p->stopping))
 		return;
+#ifdef VMCF_EVIL
+	if (READ_ONCE(p->evil_deaf))
+		return;		/* and never EOI: its events stay masked */
+#endif
 	if (READ_ONCE(p->state) != VMCF_UP) {
 		queue_work(vmcf_wq, &p->work);
 		return;
