@@ -18,8 +18,10 @@
 #   version  a control message of an unknown protocol version
 #   size     a control message whose length does not match its type
 #   storm    100000 events with nothing behind them
-#   deaf     domu3 stops reading what domu1 sends it: domu1's offer is
-#            never answered, and its connection must go on over TCP
+#   deaf     domu3 stops reading what domu1 sends it: domu1's UDP sender
+#            must not stay blocked behind the full datagram ring (waiting
+#            datagrams are dropped and counted), domu1's offer is never
+#            answered, and its connection must go on over TCP
 #   gref     domu3 announces pool grant refs it never granted
 pass=0; fail=0
 ok()  { echo "PASS: $*"; pass=$((pass + 1)); }
@@ -43,6 +45,7 @@ STALL="VMCSTREAM_STALL=${LAB_STALL_SECS:-60}"
 for d in domu1 domu2 domu3; do
 	lab-exec -t 60 $d 'cat > /tmp/vmcstream && chmod +x /tmp/vmcstream' < "$LAB_FILES/vmcstream"
 done
+lab-exec -t 60 domu1 'cat > /tmp/udpcheck && chmod +x /tmp/udpcheck' < "$LAB_FILES/udpcheck"
 kv3=$(x domu3 uname -r)
 evil_ko=/lab/modules/$kv3/evil/vmc_front.ko
 if [ ! -f "$evil_ko" ]; then
@@ -151,6 +154,12 @@ bystander storm
 check "deaf: channel domu1 <-> domu3 up (test build reloaded)" evil_load
 b0=$(stat_of domu1 broken_channels)
 evil deaf
+u0=$(stat_of domu1 udp_dropped_ring_full); t0=$(date +%s)
+check "deaf: domu1 sends 5000 datagrams to domu3 (random sizes) without blocking for good" \
+	x domu1 "timeout 200 /tmp/udpcheck blast $C_IP 7450 5000 > /dev/null 2>&1"
+echo "  ... in $(( $(date +%s) - t0 )) s; dropped as ring full: $(( $(stat_of domu1 udp_dropped_ring_full) - u0 ))"
+check "deaf: the datagrams domu3 made no room for were dropped and counted" \
+	is '[ "$(stat_of domu1 udp_dropped_ring_full)" -gt "$u0" ]'
 run domu3 domu1 $C_IP 7401 5 df
 broke deaf "$b0"
 check "deaf: the unanswered connection went on over TCP, intact both ways" intact domu3 domu1 df
