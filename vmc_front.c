@@ -246,6 +246,7 @@ struct vmcf_peer {
 	struct sk_buff_head dg_txq;
 	unsigned int dg_txq_bytes;	/* their truesize */
 	unsigned long dg_moved_at;	/* jiffies: the queue last moved */
+	bool dg_stalled;		/* it expired: drop, not queue, until room */
 
 	unsigned long msgs_in, msgs_out, bad_msgs, events;
 #ifdef VMCF_EVIL
@@ -3170,6 +3171,7 @@ static bool vmcf_dg_flush_locked(struct vmcf_peer *p, int *err,
 		__skb_unlink(skb, &p->dg_txq);
 		p->dg_txq_bytes -= skb->truesize;
 		p->dg_moved_at = jiffies;
+		p->dg_stalled = false;
 		atomic_long_inc(&vmcf_udp_tx);
 		__skb_queue_tail(done, skb);
 	}
@@ -3191,6 +3193,7 @@ static bool vmcf_dg_expire(struct vmcf_peer *p)
 	    time_after(jiffies, p->dg_moved_at + VMCF_DGRAM_WAIT)) {
 		skb_queue_splice_init(&p->dg_txq, &lost);
 		p->dg_txq_bytes = 0;
+		p->dg_stalled = true;
 	}
 	waiting = !skb_queue_empty(&p->dg_txq);
 	spin_unlock_bh(&p->dg_lock);
@@ -3260,10 +3263,13 @@ static unsigned int vmcf_udp_out(void *priv, struct sk_buff *skb,
 			err = vmc_ring_msg_write_from(&p->dg_tx, skb->len,
 						      vmcf_copy_skb, skb,
 						      &notify);
+			if (!err)
+				p->dg_stalled = false;	/* it made room */
 		} else {
 			err = -EAGAIN;	/* behind the waiting ones */
 		}
-		if (err == -EAGAIN &&
+		/* A peer that let the queue expire gets no queue until then. */
+		if (err == -EAGAIN && !p->dg_stalled &&
 		    p->dg_txq_bytes + skb->truesize <= VMCF_DGRAM_TXQ_BYTES) {
 			/* Its route is only good under RCU: not needed now. */
 			skb_dst_drop(skb);
