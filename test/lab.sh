@@ -29,6 +29,10 @@ REPO=$(dirname "$TEST_DIR")
 LAB_DIR=$TEST_DIR/lab
 CACHE=${LAB_CACHE:-/var/cache/xenvmc-lab}
 RUNDIR=$CACHE/run
+# Relative paths are the caller's: absolute before anything cds elsewhere
+# (a relative LAB_RESULTS once sent the modules into build/test/results/).
+[ -z "${LAB_RESULTS:-}" ] || LAB_RESULTS=$(realpath -m "$LAB_RESULTS")
+[ -z "${LAB_BUILD:-}" ] || LAB_BUILD=$(realpath -m "$LAB_BUILD")
 # The Debian mirror this machine's apt already uses (LAB_MIRROR overrides).
 apt_mirror() {
     { { sed -n 's/^URIs: *//p' /etc/apt/sources.list.d/*.sources 2>/dev/null
