@@ -5,7 +5,8 @@
  *
  * What runs today: membership, control channels, ring pools, the TCP
  * fast path and moving its connections back to TCP (unload, suspend and
- * migration, tcp=0, MSG_OOB, TCP_ULP, peer gone); UDP is still to come.
+ * migration, tcp=0, MSG_OOB, TCP_ULP, peer gone), and the UDP fast path
+ * (a datagram ring per pair).
  *   - This DomU's addresses are claimed under its own XenStore data/xenvmc
  *     node (the only place a DomU can write); Dom0 (vmc_back) decides who
  *     owns what and writes the peer table into xenvmc/peers, where only Dom0
@@ -20,9 +21,11 @@
  *     the protocol, and on unload.
  *
  * Contexts: XenStore watches run in the xenwatch thread and take vmcf_lock;
- * the event handler runs in hard irq and only queues the peer's work; the
- * work reads the incoming ring and ends with xen_irq_lateeoi(), so a peer
- * that floods events is throttled by Xen's lateeoi logic.
+ * the event handler runs in hard irq and only schedules the peer's tasklet;
+ * the tasklet (softirq) takes in datagrams, wakes the sockets whose rings
+ * moved and hands control messages to the peer's work item; whichever ends
+ * the round calls xen_irq_lateeoi(), marked spurious when nothing moved, so
+ * a peer that floods events is throttled by Xen's lateeoi logic.
  *
  * Channel states (struct vmcf_peer, one per peer Dom0 lists):
  *
@@ -32,6 +35,8 @@
  *            |                                     | lower domid: alloc unbound   |
  *            |                                     | port, bind irq; publish      |
  *            |                                     | data/xenvmc/chan/<P>         |
+ *   -        | listed, but max_peers channels open | nothing (why says so)        | CLOSED
+ *   CLOSED   | (max_peers) another channel is gone | as for a newly listed peer   | OFFERED
  *   OFFERED  | xenvmc/chan/<P> relayed, valid      | map its page; higher domid:  | CONNECTED
  *            |                                     | bind its port; send HELLO    |
  *   CONNECTED| HELLO from P naming P's domid       | -                            | UP
@@ -116,6 +121,15 @@ MODULE_PARM_DESC(ring_kb, "Ring per connection and direction, KiB (4-1024, power
 static unsigned int pool_rings = 36;
 module_param(pool_rings, uint, 0444);
 MODULE_PARM_DESC(pool_rings, "Rings granted to each peer (1-4096, default 36): with more than 4, the last 4 form the datagram ring and the others carry one accelerated TCP connection each");
+/*
+ * Each open channel holds its ring pool (pool_rings * ring_kb, granted to
+ * the peer) and maps the peer's (as much again): 4.5 MiB with the defaults.
+ * max_peers bounds that memory for the whole DomU, however many DomUs
+ * Dom0 lists; peers beyond it stay on the network until a channel closes.
+ */
+static unsigned int max_peers = 16;
+module_param(max_peers, uint, 0444);
+MODULE_PARM_DESC(max_peers, "Peers with an open channel at most (1-1024, default 16); traffic to the others stays on the network");
 
 #ifdef VMCF_EVIL
 /* Test build only: see vmcf_evil_write(). */
@@ -3861,12 +3875,32 @@ static struct vmcf_peer *vmcf_peer_new(unsigned int domid)
 	return p;
 }
 
+static const char vmcf_why_limit[] = "max_peers channels open: stays on the network";
+
+/* Channels holding pools (or about to): what max_peers bounds. */
+static unsigned int vmcf_nr_open(void)
+{
+	struct vmcf_peer *p;
+	unsigned int n = 0;
+
+	lockdep_assert_held(&vmcf_lock);
+	list_for_each_entry(p, &vmcf_peers, list)
+		n += p->state == VMCF_OFFERED || p->state == VMCF_CONNECTED ||
+		     p->state == VMCF_UP;
+	return n;
+}
+
 /* (Re)open the channel to @p; a failure leaves it CLOSED with a reason. */
 static void vmcf_peer_open(struct vmcf_peer *p)
 {
 	int err;
 
 	vmcf_chan_close(p);
+	if (vmcf_nr_open() >= max_peers) {
+		p->state = VMCF_CLOSED;
+		p->why = vmcf_why_limit;
+		return;
+	}
 	err = vmcf_chan_open(p);
 	if (err) {
 		p->state = VMCF_CLOSED;
@@ -3928,6 +3962,11 @@ static void vmcf_sync_peers(void)
 	list_for_each_entry_safe(p, tmp, &vmcf_peers, list)
 		if (!p->seen)
 			vmcf_peer_free(p);
+	/* A channel that went away makes room for a peer left waiting. */
+	list_for_each_entry(p, &vmcf_peers, list)
+		if (p->state == VMCF_CLOSED && p->why == vmcf_why_limit &&
+		    vmcf_nr_open() < max_peers)
+			vmcf_peer_open(p);
 }
 
 /* Connect every offered channel whose peer's offer has been relayed. */
@@ -4195,6 +4234,7 @@ static int vmcf_stats_show(struct seq_file *m, void *v)
 {
 	struct vmcf_peer *p;
 	unsigned long in = 0, out = 0, bad = 0;
+	unsigned int open, waiting = 0;
 	int i;
 
 	mutex_lock(&vmcf_lock);
@@ -4202,7 +4242,9 @@ static int vmcf_stats_show(struct seq_file *m, void *v)
 		in += p->msgs_in;
 		out += p->msgs_out;
 		bad += p->bad_msgs;
+		waiting += p->why == vmcf_why_limit;
 	}
+	open = vmcf_nr_open();
 	mutex_unlock(&vmcf_lock);
 	vmcf_hist_reap(false);
 	seq_printf(m, "version %s\n", VMCF_VERSION);
@@ -4242,6 +4284,9 @@ static int vmcf_stats_show(struct seq_file *m, void *v)
 			   atomic_long_read(&vmcf_fallbacks[i]));
 	seq_printf(m, "ring_bytes_per_connection %lu\n",
 		   2 * (unsigned long)ring_kb * 1024);
+	seq_printf(m, "channels_open %u\n", open);
+	seq_printf(m, "max_peers %u\n", max_peers);
+	seq_printf(m, "peers_over_max_peers %u\n", waiting);
 	return 0;
 }
 
@@ -4285,13 +4330,20 @@ static void vmcf_leave(u32 reason)
  */
 static int vmcf_pm_freeze(struct device *dev)
 {
+	ktime_t t0 = ktime_get(), t1;
+	long reverted = atomic_long_read(&vmcf_reverted);
+
 	WRITE_ONCE(vmcf_draining, true);
 	vmcf_revert_all("suspend: moved back to TCP", 0, NULL);
+	t1 = ktime_get();
 	mutex_lock(&vmcf_lock);
 	vmcf_suspended = true;
 	vmcf_leave(VMC_R_SUSPEND);
 	mutex_unlock(&vmcf_lock);
-	pr_info("suspend: connections on TCP, channels closed\n");
+	/* What XenVMC adds to a save or migration: the operator sees it. */
+	pr_info("suspend: %ld connections moved back to TCP in %lld ms, channels closed in %lld ms\n",
+		atomic_long_read(&vmcf_reverted) - reverted,
+		ktime_ms_delta(t1, t0), ktime_ms_delta(ktime_get(), t1));
 	return 0;
 }
 
@@ -4529,6 +4581,10 @@ static int __init vmcf_init(void)
 	    ring_kb * 1024 < PAGE_SIZE) {
 		pr_err("not loaded: ring_kb=%u is not a power of two in 4..1024\n",
 		       ring_kb);
+		return -EINVAL;
+	}
+	if (!max_peers || max_peers > 1024) {
+		pr_err("not loaded: max_peers=%u is not in 1..1024\n", max_peers);
 		return -EINVAL;
 	}
 	if (!pool_rings || pool_rings > VMC_MAX_SLOTS ||

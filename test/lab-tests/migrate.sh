@@ -18,7 +18,8 @@
 #   3. figures, not assertions (a benchmark's job, and TCG's timing noise is
 #      larger than the 1 s of the issue): xl save + xl restore time of domu1
 #      with streams running, without XenVMC (front unloaded) and with it
-#      (connections accelerated), LAB_MIGRATE_ROUNDS (default 2) each
+#      (connections accelerated), LAB_MIGRATE_ROUNDS (default 3) each, and
+#      how long XenVMC's own freeze callback took (its dmesg line)
 pass=0; fail=0
 ok()  { echo "PASS: $*"; pass=$((pass + 1)); }
 bad() { echo "FAIL: $*"; fail=$((fail + 1)); }
@@ -132,7 +133,7 @@ check "handshake: no connection left half set up or half moved back (domu1, domu
 	wait_until 30 is '[ "$(nhalf domu1)" = 0 ] && [ "$(nhalf domu2)" = 0 ]'
 
 # 3. figures: save + restore time with and without XenVMC
-rounds=${LAB_MIGRATE_ROUNDS:-2}
+rounds=${LAB_MIGRATE_ROUNDS:-3}
 declare -a t_off t_on
 lab-unload front domu1 domu2 > /dev/null
 for i in $(seq "$rounds"); do
@@ -151,6 +152,8 @@ for i in $(seq "$rounds"); do
 	sleep 2
 	t_on+=("$(save_restore)")
 	result on$i > /dev/null || bad "timing: stream with XenVMC damaged (round $i)"
+	# the share of it that is XenVMC's own freeze callback
+	echo "  round $i: domu1: $(x domu1 "dmesg | grep -o 'suspend: .*closed in [0-9]* ms' | tail -1")"
 done
 echo "  figure: save + restore of domu1 under load, without XenVMC: ${t_off[*]} s; with: ${t_on[*]} s"
 printf '%s\n' "${t_off[@]}" "${t_on[@]}" | grep -qvE '^[0-9.]+$' && bad "timing: a save/restore failed"

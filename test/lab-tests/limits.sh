@@ -1,0 +1,146 @@
+#!/bin/bash
+# Lab test: resource limits (issue 8.3).  Runs in Dom0 (test/lab.sh run
+# test/lab-tests/suite.sh ..., LAB_SUITE).
+#
+# What a peer can make domu1 spend is bounded by domu1's own parameters:
+# pool_rings * ring_kb per peer (granted once, when the channel opens) and
+# max_peers channels.  Connections take rings from the fixed pools and never
+# allocate grants or mappings of their own.  So:
+#   1. domu2 holds 400 connections to domu1 at once (more than the pool has
+#      rings): every one carries its data intact, those beyond the pool stay
+#      on TCP and are counted, and domu1's grants, mappings and event
+#      channels never move from their idle values (sampled every 0.2 s).
+#   2. domu2 opens and closes connections in a loop (10 x 200): afterwards
+#      no connection is left, grants/mappings/event channels are back at
+#      baseline, and domu1's slab has not grown by more than 8 MiB.
+#   3. domu1 reloaded with max_peers=1: one channel (domu2 or domu3), the
+#      other peer waits with a reason and its connections go over TCP
+#      (verified, not accelerated); when the first peer unloads, the waiting
+#      one gets the channel and accelerates.
+#   4. max_peers=0 is refused at load with a message that names it.
+pass=0; fail=0
+ok()  { echo "PASS: $*"; pass=$((pass + 1)); }
+bad() { echo "FAIL: $*"; fail=$((fail + 1)); }
+check() { local what=$1; shift; if "$@"; then ok "$what"; else bad "$what"; return 1; fi; }
+is() { eval "$*"; }
+x() { lab-exec -n -t 900 "$@"; }
+stat_of() { x "$1" "awk -v k=$2 '\$1 == k {print \$2}' /proc/xenvmc/stats"; }
+wait_until() {
+	local end=$(( $(date +%s) + $1 )); shift
+	until "$@"; do [ "$(date +%s)" -ge "$end" ] && return 1; sleep 0.5; done
+}
+peer_state() { x "$1" "awk -v d=$(xl domid "$2") '\$1 == d {print \$3}' /proc/xenvmc/peers"; }
+chan_up() { [ "$(peer_state "$1" "$2")" = up ]; }
+pools_up() { [ "$(x "$1" "awk -v d=$(xl domid "$2") '\$1 == d {print \$12 \$13}' /proc/xenvmc/channels")" = 11 ]; }
+resources() { echo "$(stat_of domu1 grants_in_use) $(stat_of domu1 mapped_pages) $(stat_of domu1 event_channels)"; }
+slab_kb() { x domu1 "awk '\$1 == \"Slab:\" {print \$2}' /proc/meminfo"; }
+A_IP=10.99.0.11
+PORT=7301
+
+# xfer_from DOMU ARGS...: xfer client in DOMU against domu1's server; true on OK
+xfer_from() {
+	local d=$1; shift
+	xout=$(x "$d" "ulimit -n 8192; /tmp/xfer $*" 2>&1)
+	echo "$xout" | grep -E '^(RESULT|many:|stream:)' | sed "s/^/    $d: /"
+	echo "$xout" | grep -q '^RESULT [a-z]* OK'
+}
+# the line /proc/xenvmc/peers of domu1 has for DOMU
+peer_line() { x domu1 cat /proc/xenvmc/peers | awk -v d="$(xl domid "$1")" '$1 == d'; }
+
+for d in domu1 domu2 domu3; do
+	x $d 'cat > /tmp/xfer && chmod +x /tmp/xfer' < "$LAB_FILES/xfer"
+done
+lab-unload front > /dev/null
+lab-load back > /dev/null
+LAB_FRONT_PARAMS="tcp=1" lab-load front domu1 domu2 > /dev/null
+check "channel domu1 <-> domu2 up" wait_until 60 is 'chan_up domu1 domu2 && chan_up domu2 domu1'
+wait_until 60 is 'pools_up domu1 domu2 && pools_up domu2 domu1' || echo "  (ring pools not both mapped after 60 s)"
+x domu1 "ulimit -n 8192; (/tmp/xfer server $PORT > /tmp/xfer-server.log 2>&1 & echo \$! > /tmp/xfer-server.pid) > /dev/null 2>&1"
+check "xfer server listening in domu1" wait_until 30 x domu1 "ss -ltn | grep -q ':$PORT '"
+slots=$(( $(x domu1 cat /sys/module/vmc_front/parameters/pool_rings) - 4 ))
+base=$(resources)
+slab0=$(slab_kb)
+acc0=$(stat_of domu1 accelerated_total)
+nos0=$(( $(stat_of domu1 fallback_no_ring_slot) + $(stat_of domu2 fallback_no_ring_slot) ))
+echo "domu1 idle: grants_in_use mapped_pages event_channels = $base; Slab $slab0 kB; $slots TCP rings per pool"
+
+# 1. many at once: the sampler keeps the distinct resource values it sees
+x domu1 "(while :; do awk '\$1 ~ /^(grants_in_use|mapped_pages|event_channels)\$/ {printf \"%s \", \$2} END {print \"\"}' /proc/xenvmc/stats; sleep 0.2; done | sort -u > /tmp/res.log & echo \$! > /tmp/res.pid) > /dev/null 2>&1"
+check "400 connections from domu2 held at once, each verified" xfer_from domu2 many $A_IP $PORT 400 16
+x domu1 'kill $(cat /tmp/res.pid)'
+seen=$(x domu1 'cat /tmp/res.log' | sed 's/ *$//' | sort -u)
+open_acc=$(echo "$xout" | sed -n 's/^many: accelerated.*: \([0-9]*\) of .*/\1/p')
+acc1=$(stat_of domu1 accelerated_total)
+nos1=$(( $(stat_of domu1 fallback_no_ring_slot) + $(stat_of domu2 fallback_no_ring_slot) ))
+echo "  accelerated while all were open (domu2's /proc/xenvmc/connections): ${open_acc:-?}; accelerated_total in domu1: +$((acc1 - acc0)); fallback_no_ring_slot (domu1 + domu2): +$((nos1 - nos0))"
+echo "  domu1 grants/mappings/event channels seen while they were open: $(echo "$seen" | tr '\n' ';')"
+check "some were accelerated, no more at once than a pool has rings ($slots)" \
+	is '[ "${open_acc:-0}" -ge 1 ] && [ "$open_acc" -le "$slots" ]'
+check "those beyond the pools stayed on TCP, counted as fallback_no_ring_slot" \
+	is '[ $((nos1 - nos0)) -ge 1 ]'
+check "domu1's grants, mappings and event channels never moved from idle ($base)" \
+	is '[ "$seen" = "$base" ]'
+
+# 2. open/close in a loop
+ok_rounds=0
+for r in $(seq 10); do
+	xfer_from domu2 many $A_IP $PORT 200 4 > /dev/null && ok_rounds=$((ok_rounds + 1))
+done
+check "10 rounds of 200 connections opened and closed, each verified ($ok_rounds/10)" is '[ "$ok_rounds" = 10 ]'
+check "no connection left in domu1 and domu2" \
+	wait_until 120 is '[ "$(stat_of domu1 connections)" = 0 ] && [ "$(stat_of domu2 connections)" = 0 ]'
+check "domu1's grants, mappings and event channels back at idle" is '[ "$(resources)" = "$base" ]'
+slab1=$(slab_kb)
+echo "  domu1 Slab: $slab0 kB idle, $slab1 kB after 2400 connections"
+check "domu1's slab grew by less than 8 MiB" is '[ $((slab1 - slab0)) -lt 8192 ]'
+acc2=$(stat_of domu1 accelerated_total)
+check "the loop's connections were accelerated too" is '[ $((acc2 - acc1)) -ge 10 ]'
+
+# 3. max_peers=1 in domu1, domu2 and domu3 both listed
+x domu1 'kill $(cat /tmp/xfer-server.pid)'
+lab-unload front domu1 > /dev/null
+LAB_FRONT_PARAMS="tcp=1" lab-load front domu3 > /dev/null
+LAB_FRONT_PARAMS="tcp=1 max_peers=1" lab-load front domu1 > /dev/null
+x domu1 "ulimit -n 8192; (/tmp/xfer server $PORT > /tmp/xfer-server.log 2>&1 & echo \$! > /tmp/xfer-server.pid) > /dev/null 2>&1"
+wait_until 30 x domu1 "ss -ltn | grep -q ':$PORT '"
+check "max_peers=1: domu1 has one channel up (domu2 or domu3)" \
+	wait_until 60 is 'chan_up domu1 domu2 || chan_up domu1 domu3'
+sleep 5
+if chan_up domu1 domu2; then up=domu2 other=domu3; else up=domu3 other=domu2; fi
+x domu1 'cat /proc/xenvmc/peers' | sed 's/^/    domu1 peers: /'
+check "max_peers=1: stats say 1 channel open, 1 peer over the limit" \
+	is '[ "$(stat_of domu1 channels_open)" = 1 ] && [ "$(stat_of domu1 peers_over_max_peers)" = 1 ]'
+check "max_peers=1: $other is listed closed with the reason" is 'peer_line $other | grep -q "closed.*max_peers"'
+acc0=$(stat_of domu1 accelerated_total)
+check "max_peers=1: $other's stream to domu1 arrives intact (over TCP)" xfer_from "$other" stream $A_IP $PORT 8 5
+check "max_peers=1: and was not accelerated" is '[ "$(stat_of domu1 accelerated_total)" = "$acc0" ]'
+wait_until 60 is 'pools_up domu1 $up && pools_up $up domu1'
+check "max_peers=1: $up's stream to domu1 is accelerated and intact" xfer_from "$up" stream $A_IP $PORT 8 6
+check "max_peers=1: (accelerated_total grew)" is '[ "$(stat_of domu1 accelerated_total)" -gt "$acc0" ]'
+lab-unload front "$up" > /dev/null
+check "max_peers=1: $up unloaded, $other gets the channel" wait_until 90 is 'chan_up domu1 $other'
+wait_until 60 is 'pools_up domu1 $other && pools_up $other domu1'
+acc0=$(stat_of domu1 accelerated_total)
+check "max_peers=1: $other's stream now accelerated and intact" xfer_from "$other" stream $A_IP $PORT 8 7
+check "max_peers=1: (accelerated_total grew)" is '[ "$(stat_of domu1 accelerated_total)" -gt "$acc0" ]'
+x domu1 'kill $(cat /tmp/xfer-server.pid)'
+
+# 4. a bad value is refused with its name
+lab-unload front > /dev/null
+if LAB_FRONT_PARAMS="max_peers=0" lab-load front domu1 > /dev/null 2>&1; then
+	bad "max_peers=0 refused at load"
+else
+	check "max_peers=0 refused at load, dmesg names it" is 'x domu1 "dmesg | tail -5" | grep -q "not loaded: max_peers=0"'
+fi
+lab-unload front > /dev/null
+
+check "no Oops/BUG/WARNING in the DomUs" \
+	is '! x domu1 "dmesg | grep -E \"Oops|BUG:|WARNING:\"" && ! x domu2 "dmesg | grep -E \"Oops|BUG:|WARNING:\"" && ! x domu3 "dmesg | grep -E \"Oops|BUG:|WARNING:\""'
+if [ "$fail" != 0 ]; then
+	for d in domu1 domu2 domu3; do
+		echo "--- $d stats"; x $d cat /proc/xenvmc/stats 2>/dev/null | grep -v ' 0$'
+		echo "--- $d dmesg"; x $d 'dmesg | grep -i -E "xenvmc|BUG|WARN|Oops" | tail -20'
+	done
+fi
+echo "$pass passed, $fail failed"
+[ "$fail" = 0 ]
