@@ -36,15 +36,22 @@
  *            |                                     | port, bind irq; publish      |
  *            |                                     | data/xenvmc/chan/<P>         |
  *   -        | listed, but max_peers channels open | nothing (why says so)        | CLOSED
- *   CLOSED   | (max_peers) another channel is gone | as for a newly listed peer   | OFFERED
+ *   CLOSED   | (max_peers) a channel is gone, at   | as for a newly listed peer   | OFFERED
+ *            | the next XenStore event             |                              |
  *   OFFERED  | xenvmc/chan/<P> relayed, valid      | map its page; higher domid:  | CONNECTED
  *            |                                     | bind its port; send HELLO    |
  *   CONNECTED| HELLO from P naming P's domid       | -                            | UP
  *   CONN/UP  | bad index, bad message, wrong HELLO | count; tear down channel     | BROKEN
- *   BROKEN   | P's entry changes (gen) or relisted | set up again                 | OFFERED
+ *   BROKEN/  | P's entry changes (gen) or relisted | set up again                 | OFFERED
+ *   CLOSED   |                                     |                              |
+ *   CONN/UP  | P's chan value changes (reloaded)   | set up again                 | OFFERED
  *   any      | BYE from P                          | tear down channel            | CLOSED
- *   CLOSED   | P's chan value changes              | set up again                 | OFFERED
  *   any      | P leaves the table, or unload       | tear down, forget P          | -
+ *
+ * "set up again" lands in CLOSED with the max_peers reason instead when
+ * max_peers other channels are OFFERED, CONNECTED or UP: those states hold
+ * a ring pool and count toward the limit; they do not time out (a peer
+ * that never answers keeps its slot, as it would keep a TCP connection).
  */
 #define pr_fmt(fmt) "xenvmc-front: " fmt
 
@@ -179,6 +186,7 @@ struct vmcf_peer {
 	unsigned int domid;
 	struct vmc_peer_entry entry;	/* from Dom0, parsed */
 	bool seen;			/* mark for the table sync */
+	bool held;			/* vmcf_chan_open() ran, not yet closed */
 	enum vmcf_chan_state state;
 	const char *why;		/* why the channel is not up */
 
@@ -3641,6 +3649,9 @@ static void vmcf_chan_close(struct vmcf_peer *p)
 	struct sk_buff_head lost;
 	char node[24];
 
+	/* Nothing to release (closed peers are closed again on every sync). */
+	if (!p->held)
+		return;
 	/*
 	 * The peer may well be alive (Dom0 dropped it from the table, its
 	 * backend went away): move its connections back to TCP first, so
@@ -3719,6 +3730,7 @@ static void vmcf_chan_close(struct vmcf_peer *p)
 	p->stopping = false;
 	p->peer_gref = 0;
 	p->peer_port = 0;
+	p->held = false;
 }
 
 /* Grant our page and, as the lower domid, allocate the event channel. */
@@ -3730,6 +3742,7 @@ static int vmcf_chan_open(struct vmcf_peer *p)
 	};
 	int err;
 
+	p->held = true;
 	p->out_page = (void *)get_zeroed_page(GFP_KERNEL);
 	if (!p->out_page)
 		return -ENOMEM;
@@ -3896,6 +3909,7 @@ static void vmcf_peer_open(struct vmcf_peer *p)
 	int err;
 
 	vmcf_chan_close(p);
+	p->state = VMCF_CLOSED;		/* its own slot is free now */
 	if (vmcf_nr_open() >= max_peers) {
 		p->state = VMCF_CLOSED;
 		p->why = vmcf_why_limit;
@@ -3962,11 +3976,27 @@ static void vmcf_sync_peers(void)
 	list_for_each_entry_safe(p, tmp, &vmcf_peers, list)
 		if (!p->seen)
 			vmcf_peer_free(p);
-	/* A channel that went away makes room for a peer left waiting. */
-	list_for_each_entry(p, &vmcf_peers, list)
-		if (p->state == VMCF_CLOSED && p->why == vmcf_why_limit &&
-		    vmcf_nr_open() < max_peers)
-			vmcf_peer_open(p);
+}
+
+/*
+ * A channel that went away makes room for a peer left waiting (called
+ * after vmcf_sync_chans(), which has released what broken and closed
+ * channels held).  True if one was opened: its peer's offer may already
+ * be relayed, with no watch left to fire, so the caller syncs again.
+ */
+static bool vmcf_open_waiting(void)
+{
+	struct vmcf_peer *p;
+	bool opened = false;
+
+	list_for_each_entry(p, &vmcf_peers, list) {
+		if (p->state != VMCF_CLOSED || p->why != vmcf_why_limit ||
+		    vmcf_nr_open() >= max_peers)
+			continue;
+		vmcf_peer_open(p);
+		opened |= p->state == VMCF_OFFERED;
+	}
+	return opened;
 }
 
 /* Connect every offered channel whose peer's offer has been relayed. */
@@ -4017,6 +4047,8 @@ static void vmcf_table_changed(struct xenbus_watch *watch, const char *path,
 	if (!vmcf_stopping && !vmcf_suspended) {
 		vmcf_sync_peers();
 		vmcf_sync_chans();
+		if (vmcf_open_waiting())
+			vmcf_sync_chans();
 	}
 	mutex_unlock(&vmcf_lock);
 }
@@ -4332,6 +4364,7 @@ static int vmcf_pm_freeze(struct device *dev)
 {
 	ktime_t t0 = ktime_get(), t1;
 	long reverted = atomic_long_read(&vmcf_reverted);
+	long resets = atomic_long_read(&vmcf_resets);
 
 	WRITE_ONCE(vmcf_draining, true);
 	vmcf_revert_all("suspend: moved back to TCP", 0, NULL);
@@ -4341,9 +4374,11 @@ static int vmcf_pm_freeze(struct device *dev)
 	vmcf_leave(VMC_R_SUSPEND);
 	mutex_unlock(&vmcf_lock);
 	/* What XenVMC adds to a save or migration: the operator sees it. */
-	pr_info("suspend: %ld connections moved back to TCP in %lld ms, channels closed in %lld ms\n",
+	pr_info("suspend: back to TCP in %lld ms (%ld reverted, %ld reset), channels closed in %lld ms\n",
+		ktime_ms_delta(t1, t0),
 		atomic_long_read(&vmcf_reverted) - reverted,
-		ktime_ms_delta(t1, t0), ktime_ms_delta(ktime_get(), t1));
+		atomic_long_read(&vmcf_resets) - resets,
+		ktime_ms_delta(ktime_get(), t1));
 	return 0;
 }
 

@@ -92,7 +92,7 @@ pair() {
 }
 
 for d in domu1 domu2; do
-	x $d 'cat > /tmp/sockcheck && chmod +x /tmp/sockcheck' < "$LAB_FILES/sockcheck"
+	lab-exec -t 60 $d 'cat > /tmp/sockcheck && chmod +x /tmp/sockcheck' < "$LAB_FILES/sockcheck"
 done
 checks=$(x domu1 '/tmp/sockcheck list')
 nchecks=$(echo $checks | wc -w)

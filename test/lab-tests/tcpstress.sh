@@ -43,7 +43,7 @@ xfer_run() {
 }
 
 for d in domu1 domu2; do
-	x $d 'cat > /tmp/xfer && chmod +x /tmp/xfer' < "$LAB_FILES/xfer"
+	lab-exec -t 60 $d 'cat > /tmp/xfer && chmod +x /tmp/xfer' < "$LAB_FILES/xfer"
 done
 x domu2 "ulimit -n 8192; (/tmp/xfer server $PORT > /tmp/xfer-server.log 2>&1 & echo \$! > /tmp/xfer-server.pid) > /dev/null 2>&1"
 check "xfer server listening in domu2" wait_until 30 x domu2 "ss -ltn | grep -q ':$PORT '"
