@@ -10,7 +10,8 @@
 #   1. tcp=0 written at run time in domu1 under load
 #   2. rmmod vmc_front in domu1 under load (rmmod succeeds while sockets
 #      are open), then reloading accelerates new connections again
-#   3. xl save + xl restore of domu1 mid-transfer, REVERT_CYCLES times
+#   3. xl save + xl restore of domu1 mid-transfer, REVERT_CYCLES times (a
+#      PVH domu1: xl migrate to localhost instead, the domid changes too)
 #      (domid changes each time): every connection survives, the pair is
 #      found again and a new connection is accelerated after each one
 #   3b. xl save -c (checkpoint: the suspend is cancelled, THAW) likewise
@@ -113,34 +114,53 @@ start re 7120 8
 check "reload: new connections accelerated" wait_until 30 is '[ "$(naccel domu1)" -ge 2 ]'
 check "reload: streams intact" result re
 
-# 3. save/restore cycles of domu1 mid-transfer
+# 3. save/restore cycles of domu1 mid-transfer; with a PVH domu1, localhost
+# live migrations instead (LAB_REVERT_OP=save keeps save/restore)
+op=save; what="save/restore"
+if [ "$(cat /run/lab/type-domu1 2>/dev/null)" = pvh ] && [ "${LAB_REVERT_OP:-migrate}" = migrate ]; then
+	op=migrate; what="live migration"
+fi
+# one_cycle: save + restore (or migrate) domu1; prints what it took
+one_cycle() {
+	local t0 t1 t2
+	t0=$(date +%s)
+	if [ $op = migrate ]; then
+		xl migrate -s '' domu1 'xl migrate-receive' > /tmp/migrate.log 2>&1 ||
+			{ echo "xl migrate failed: $(tail -2 /tmp/migrate.log | tr '\n' ' ')"; return 1; }
+		echo "migration $(( $(date +%s) - t0 )) s"
+		return 0
+	fi
+	xl save domu1 /var/lib/xen/domu1.save > /tmp/save.log 2>&1 ||
+		{ echo "xl save failed: $(tail -2 /tmp/save.log | tr '\n' ' ')"; return 1; }
+	t1=$(date +%s)
+	xl restore /var/lib/xen/domu1.save > /tmp/restore.log 2>&1 ||
+		{ echo "xl restore failed: $(tail -2 /tmp/restore.log | tr '\n' ' ')"; return 1; }
+	t2=$(date +%s); rm -f /var/lib/xen/domu1.save
+	echo "save $((t1 - t0)) s, restore $((t2 - t1)) s"
+}
 for i in $(seq 1 "$cycles"); do
 	start sr$i 7200 25
 	if ! wait_until 30 is '[ "$(naccel domu1)" -ge 2 ]'; then
-		bad "save/restore $i: connections not accelerated before the save"; continue
+		bad "$what $i: connections not accelerated before it"; continue
 	fi
 	sleep 3
-	id0=$(xl domid domu1); t0=$(date +%s)
-	if ! xl save domu1 /var/lib/xen/domu1.save > /tmp/save.log 2>&1; then
-		bad "save/restore $i: xl save failed: $(tail -2 /tmp/save.log)"; break
+	id0=$(xl domid domu1)
+	if ! took=$(one_cycle); then
+		bad "$what $i: $took"; break
 	fi
-	t1=$(date +%s)
-	if ! xl restore /var/lib/xen/domu1.save > /tmp/restore.log 2>&1; then
-		bad "save/restore $i: xl restore failed: $(tail -2 /tmp/restore.log)"; break
-	fi
-	t2=$(date +%s); rm -f /var/lib/xen/domu1.save
-	echo "  cycle $i: save $((t1 - t0)) s, restore $((t2 - t1)) s, domid $id0 -> $(xl domid domu1)"
-	check "save/restore $i: streams survived, intact both ways, nothing lost" result sr$i
-	check "save/restore $i: pair found again (channels up)" \
+	echo "  cycle $i: $took, domid $id0 -> $(xl domid domu1)"
+	check "$what $i: streams survived, intact both ways, nothing lost" result sr$i
+	check "$what $i: pair found again (channels up)" \
 		wait_until 60 is 'chan_up domu1 domu2 && chan_up domu2 domu1'
 	wait_until 60 is 'pools_up domu1 domu2 && pools_up domu2 domu1' || echo "  (ring pools not both mapped after 60 s)"
 	acc0=$(stat_of domu1 accelerated_total)
 	start ac$i 7300 3
-	check "save/restore $i: a new connection is accelerated again" \
+	check "$what $i: a new connection is accelerated again" \
 		wait_until 20 is '[ "$(stat_of domu1 accelerated_total)" -gt "$acc0" ]' ||
 		why_not domu1
-	result ac$i > /dev/null || bad "save/restore $i: new connection's stream damaged"
+	result ac$i > /dev/null || bad "$what $i: new connection's stream damaged"
 done
+
 # 3b. a cancelled suspend (xl save -c: checkpoint, the domain runs on: THAW)
 start ck 7500 25
 check "checkpoint: connections accelerated" wait_until 30 is '[ "$(naccel domu1)" -ge 2 ]'

@@ -1,0 +1,68 @@
+#!/bin/bash
+# Where the CPU goes in a 16 KiB TCP stream (the copy-limit target of issues 5 and 9): a
+# diagnostic, not a test.  Runs in Dom0 of a lab whose image has perf:
+#
+#   LAB_PACKAGES=linux-perf test/lab.sh run test/lab/profile.sh
+#   (or in a suite: LAB_SUITE="... profile.sh", the file given as an extra file)
+#
+# For each path (XenVMC domu1 -> domu2, netfront domu1 -> domu2, loopback inside domu1), one
+# iperf3 -l 16384 stream of LAB_PROFILE_SECS (default 10) s with `perf record -e cpu-clock -a`
+# (software clock sampling: the lab's PV guests have no PMU) in each DomU involved; prints the
+# stream's rate and each side's top symbols, and the share of samples in a few groups: the copies
+# (copy_user*, memcpy*, rep_movs*), XenVMC itself (vmcf_*, vmc_*), hypercalls and Xen
+# (xen_*, hypercall_page), the idle loop, and everything else.  Debian's `perf` wrapper wants a
+# perf_<major.minor> for the running kernel: bookworm ships perf_6.1 only, used on any kernel.
+set -o pipefail
+T=${LAB_PROFILE_SECS:-10}
+A=domu1 B=domu2 B_IP=10.99.0.12
+x() { lab-exec -n -t 600 "$@"; }
+chan_up() { [ "$(x "$1" "awk -v d=$(xl domid "$2") '\$1 == d {print \$3}' /proc/xenvmc/peers")" = up ]; }
+fails=0
+
+PERF=$(x $A 'ls /usr/bin/perf_* 2> /dev/null | head -1')
+for d in $A $B; do
+	x $d "$PERF --version" || { echo "no perf in $d (LAB_PACKAGES=linux-perf)"; echo "0 passed, 1 failed"; exit 1; }
+done
+lab-unload front > /dev/null
+LAB_FRONT_PARAMS="tcp=1" lab-load front $A $B > /dev/null
+for i in $(seq 60); do chan_up $A $B && chan_up $B $A && break; sleep 1; done
+sleep 3
+lab-canary pause > /dev/null 2>&1
+x $B 'iperf3 -s -D -p 5400; iperf3 -s -D -p 5401'
+x $A 'iperf3 -s -D -p 5402'
+
+# summary FILE: top symbols and groups from a perf.data in the DomU
+summary() {
+	local d=$1 f=$2
+	x $d "$PERF report -i $f --stdio --no-children --sort sym -g none --percent-limit 1.5 2>/dev/null | grep -v '^#' | grep -v '^\$' | head -25" | sed "s/^/    $d: /"
+	x $d "$PERF report -i $f --stdio --no-children --sort sym -g none 2>/dev/null | grep -v '^#'" | awk -v d="$d" '
+		$1 ~ /%$/ { p = $1 + 0; s = $NF
+			if (s ~ /^(copy_user|_copy_to_user|_copy_from_user|copy_page|memcpy|__memcpy|rep_movs|rep_stos_alternative|copy_to_user|copy_from_user)/) g["copies"] += p
+			else if (s ~ /^(vmcf_|vmc_)/) g["xenvmc"] += p
+			else if (s ~ /^(xen_|hypercall_page|HYPERVISOR|pv_|__xen|xen_hypercall)/) g["xen/hypercalls"] += p
+			else if (s ~ /^(default_idle|xen_safe_halt|do_idle|cpuidle|poll_idle|arch_cpu_idle|native_safe_halt)/) g["idle"] += p
+			else g["other kernel+user"] += p }
+		END { printf "    %s: groups:", d; for (k in g) printf " %s %.1f%%;", k, g[k]; printf "\n" }'
+}
+
+# prof NAME CLIENT SERVER_DOMS DST PORT: one profiled stream
+prof() {
+	local name=$1 cli=$2 doms=$3 dst=$4 port=$5 d out
+	echo "=== $name: iperf3 -l 16384 -t $T from $cli to $dst"
+	for d in $doms; do
+		x $d "($PERF record -q -e cpu-clock -F 999 -a -o /tmp/$name.data -- sleep $((T + 2)) > /dev/null 2>&1 &) > /dev/null 2>&1"
+	done
+	sleep 1
+	out=$(x $cli "iperf3 -c $dst -p $port -t $T -l 16384 -J" | python3 -c 'import json,sys; d=json.load(sys.stdin); print("%.1f MiB/s" % (d["end"]["sum_received"]["bytes"] / d["end"]["sum_received"]["seconds"] / 1048576))') || { out=ERROR; fails=$((fails + 1)); }
+	sleep 3
+	echo "  rate: $out; domu1 accelerated_total $(x $A "awk '\$1 == \"accelerated_total\" {print \$2}' /proc/xenvmc/stats")"
+	for d in $doms; do summary $d /tmp/$name.data; done
+}
+
+prof xenvmc $A "$A $B" $B_IP 5400
+x $A 'echo 0 > /sys/module/vmc_front/parameters/tcp'; x $B 'echo 0 > /sys/module/vmc_front/parameters/tcp'
+prof netfront $A "$A $B" $B_IP 5401
+prof loopback $A "$A" 127.0.0.1 5402
+lab-canary resume > /dev/null 2>&1
+echo "$((3 - fails)) passed, $fails failed"
+[ "$fails" = 0 ]
