@@ -62,9 +62,9 @@ if [ "${XENVMC_SKIP_LAB:-0}" = 1 ]; then
 elif [ "$built" -ne 0 ]; then
 	echo "=== lab: not run: the modules did not build"; failed=$((failed + 1))
 else
-	# The suite takes ~40 min under TCG (hostile.sh and migrate.sh ~8 min
+	# The suite takes ~45 min under TCG (hostile.sh and migrate.sh ~8 min
 	# each): the whole run (boot included) and the suite get their limits.
-	export LAB_TEST_TIMEOUT=${LAB_TEST_TIMEOUT:-3300} LAB_TIMEOUT=${LAB_TIMEOUT:-3900}
+	export LAB_TEST_TIMEOUT=${LAB_TEST_TIMEOUT:-3700} LAB_TIMEOUT=${LAB_TIMEOUT:-4300}
 	counted lab test/out/lab.log test/lab.sh run test/lab-tests/suite.sh test/lab-tests/*.sh
 fi
 
