@@ -796,7 +796,7 @@ static int vmcf_dgram_attach(struct vmcf_peer *p)
 			  PAGE_SIZE,
 			  VMC_DGRAM_SLOTS * p->rring_pages * PAGE_SIZE, false))
 		return -EPROTO;
-	vmc_ring_cons_ask(&p->dg_rx);	/* the first datagram wakes us */
+	vmc_ring_cons_ask(&p->dg_rx, 1);	/* the first datagram wakes us */
 	spin_lock_bh(&p->dg_lock);
 	p->dg_on = true;
 	spin_unlock_bh(&p->dg_lock);
@@ -1041,7 +1041,7 @@ static int vmcf_attach_rx(struct vmcf_peer *p, struct vmcf_conn *c,
 	if (vmc_ring_init(&c->rx, vmcf_slot_hdr(p->rpool, slot),
 			  p->rpool + page * PAGE_SIZE, pages * PAGE_SIZE, false))
 		return -EPROTO;
-	vmc_ring_cons_ask(&c->rx);	/* the first byte wakes us */
+	vmc_ring_cons_ask(&c->rx, 1);	/* the first byte wakes us */
 	return 0;
 }
 
@@ -1181,10 +1181,13 @@ static void vmcf_conn_kill(struct vmcf_conn *c, int err, const char *why,
 			    c->domid, why);
 	/* Told, the peer may still be reading our ring until its CLOSE. */
 	vmcf_untake(c, !tell);
-	/* Reads then see the error once and EOF after, as after an RST. */
+	/*
+	 * As tcp_reset(): reads see the error once, then EOF; writes the
+	 * error, or EPIPE once a read took it.  Not SOCK_DONE (a FIN's mark):
+	 * tcp_recvmsg() checks it before sk_err and would return EOF first.
+	 */
 	tcp_disconnect(sk, 0);
 	WRITE_ONCE(sk->sk_shutdown, SHUTDOWN_MASK);
-	sock_set_flag(sk, SOCK_DONE);
 	WRITE_ONCE(sk->sk_err, err);
 	sk_error_report(sk);
 }
@@ -2085,6 +2088,8 @@ static bool vmcf_sock_is_readable(struct sock *sk)
 	const struct proto *base = vmcf_tcp_base(sk);
 	struct vmcf_conn *c;
 	bool ret = false;
+	long avail;
+	int lowat;
 
 	rcu_read_lock();
 	c = vmcf_conn_of(sk);
@@ -2092,11 +2097,25 @@ static bool vmcf_sock_is_readable(struct sock *sk)
 		ret = true;
 	} else if (c && READ_ONCE(c->state) == VMCF_C_RING &&
 		   READ_ONCE(c->rx_attached)) {
-		ret = vmc_ring_avail_peek(&c->rx) != 0 ||
-		      vmc_ring_peer_eof(&c->rx);
-		/* Not readable: ask for an event on the next byte. */
-		if (!ret)
-			ret = vmc_ring_cons_ask(&c->rx) != 0;
+		/* As tcp_poll(): readable from SO_RCVLOWAT bytes on. */
+		lowat = clamp_t(int, READ_ONCE(sk->sk_rcvlowat), 1, c->rx.size);
+		avail = vmc_ring_avail_peek(&c->rx);
+		ret = avail < 0 || avail >= lowat || vmc_ring_peer_eof(&c->rx);
+		/*
+		 * Not readable: ask for an event when it will be (a reader
+		 * asleep in recvmsg() wants min(lowat, len) bytes: only a
+		 * shorter read than SO_RCVLOWAT, polled at the same time from
+		 * another thread, waits longer than it would on TCP).
+		 * Readable: no new request, so edge-triggered epoll that read
+		 * nothing may see no new edge for more data, where TCP's
+		 * would: prod_event is shared with that sleeping reader, and
+		 * a request computed here from a stale position could land
+		 * behind the reader's and lose its wake-up.
+		 */
+		if (!ret) {
+			avail = vmc_ring_cons_ask(&c->rx, lowat);
+			ret = avail < 0 || avail >= lowat;
+		}
 	}
 	rcu_read_unlock();
 	if (!ret && base->sock_is_readable)
@@ -2111,12 +2130,17 @@ static __poll_t vmcf_poll(struct file *file, struct socket *sock,
 	__poll_t mask = vmcf_base_ops[vmcf_fam(sk)]->poll(file, sock, wait);
 	enum vmcf_conn_state st;
 	struct vmcf_conn *c;
+	bool wr_shut;
 	long space = 1;
 
 	rcu_read_lock();
 	c = vmcf_conn_of(sk);
 	st = c ? READ_ONCE(c->state) : VMCF_C_PASS;
-	if (st == VMCF_C_OFFERED || st == VMCF_C_REVERTING)
+	/* Our shutdown(WR) on the ring: TCP's SEND_SHUTDOWN is not set yet. */
+	wr_shut = st != VMCF_C_PASS && c && READ_ONCE(c->fin_deferred);
+	if (wr_shut)
+		mask |= EPOLLOUT | EPOLLWRNORM;	/* as tcp_poll() after SHUT_WR */
+	else if (st == VMCF_C_OFFERED || st == VMCF_C_REVERTING)
 		space = 0;
 	else if (st == VMCF_C_RING && READ_ONCE(c->slot) >= 0 &&
 		 !READ_ONCE(c->peer_closed))
@@ -2137,7 +2161,7 @@ static __poll_t vmcf_poll(struct file *file, struct socket *sock,
 	if (st == VMCF_C_RING && READ_ONCE(c->rx_attached) &&
 	    vmc_ring_peer_eof(&c->rx)) {
 		mask |= EPOLLIN | EPOLLRDNORM | EPOLLRDHUP;
-		if (READ_ONCE(sk->sk_shutdown) & SEND_SHUTDOWN)
+		if (wr_shut || (READ_ONCE(sk->sk_shutdown) & SEND_SHUTDOWN))
 			mask |= EPOLLHUP;
 	}
 	rcu_read_unlock();

@@ -252,13 +252,21 @@ static inline long vmc_ring_avail_peek(const struct vmc_ring *r)
 
 /*
  * vmc_ring_cons_ask - like vmc_ring_cons_wait(), for poll() and readers
- * that return EAGAIN: asks for an event on the next byte without touching
- * private state, and returns the bytes available re-checked.  The smp_mb()
- * pairs with the one in vmc_ring_produce().
+ * that return EAGAIN: asks for an event once @want bytes (1..size) are
+ * available, without touching private state, and returns the bytes
+ * available re-checked.  poll() with SO_RCVLOWAT asks for more than one:
+ * an event on the next byte would come too early, and none would follow
+ * (prod_event is already behind prod).  The smp_mb() pairs with the one
+ * in vmc_ring_produce().
  */
-static inline long vmc_ring_cons_ask(struct vmc_ring *r)
+static inline long vmc_ring_cons_ask(struct vmc_ring *r, u32 want)
 {
-	WRITE_ONCE(r->hdr->prod_event, cpu_to_le32(READ_ONCE(r->pos) + 1));
+	if (!want)
+		want = 1;
+	if (want > r->size)
+		want = r->size;
+	WRITE_ONCE(r->hdr->prod_event,
+		   cpu_to_le32(READ_ONCE(r->pos) + want));
 	/* Pairs with smp_mb() in vmc_ring_produce(). */
 	smp_mb();
 	return vmc_ring_avail_peek(r);

@@ -274,6 +274,37 @@ static void test_empty(void)
 	CHECK_EQ(vmc_ring_prod_wait(&R.p, 1), 64);
 }
 
+/* poll() with SO_RCVLOWAT: the event comes when @want bytes are there. */
+static void test_cons_ask_want(void)
+{
+	u8 buf[64];
+	bool n = true;
+
+	rp_setup(&R, 64);
+	CHECK_OK();
+	fill_pat(buf, 0, 64);
+	CHECK_EQ(vmc_ring_cons_ask(&R.c, 10), 0);
+	CHECK_EQ(vmc_ring_write(&R.p, buf, 5, &n), 5);
+	CHECK(!n);			/* 5 of 10: no event yet */
+	CHECK_EQ(vmc_ring_cons_ask(&R.c, 10), 5);
+	CHECK_EQ(vmc_ring_write(&R.p, buf, 4, &n), 4);
+	CHECK(!n);
+	CHECK_EQ(vmc_ring_write(&R.p, buf, 1, &n), 1);
+	CHECK(n);			/* the 10th byte */
+	CHECK_EQ(vmc_ring_read(&R.c, buf, 10, &n), 10);
+	/* 0 means 1; more than the ring holds means a full ring */
+	CHECK_EQ(vmc_ring_cons_ask(&R.c, 0), 0);
+	CHECK_EQ(vmc_ring_write(&R.p, buf, 1, &n), 1);
+	CHECK(n);
+	CHECK_EQ(vmc_ring_read(&R.c, buf, 1, &n), 1);
+	CHECK_EQ(vmc_ring_cons_ask(&R.c, 1000), 0);
+	CHECK_EQ(vmc_ring_write(&R.p, buf, 63, &n), 63);
+	CHECK(!n);
+	CHECK_EQ(vmc_ring_write(&R.p, buf, 1, &n), 1);
+	CHECK(n);
+	CHECK(!R.c.broken);
+}
+
 static void test_zero_length(void)
 {
 	u8 buf[64];
@@ -1355,6 +1386,7 @@ int main(void)
 	RUN(test_notify_consumer_asked);
 	RUN(test_notify_producer_asked);
 	RUN(test_notify_garbage_events);
+	RUN(test_cons_ask_want);
 	RUN(test_corrupt_prod_too_far);
 	RUN(test_corrupt_prod_backwards);
 	RUN(test_corrupt_cons);
