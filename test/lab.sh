@@ -470,7 +470,7 @@ boot_and_wait() {
 # Kernel/Xen trouble in any log (not in the test's own output)
 # (with LAB_DOMU_EXTRA's allocator checks: SLUB's "BUG kmalloc-64 (Not tainted): Redzone
 # overwritten", page poisoning's "pagealloc: memory corruption"; KFENCE says "BUG: KFENCE:")
-BAD_RE='Oops|BUG:|WARNING:|general protection|Kernel panic|Panic on CPU|FATAL TRAP|segfault at|Unable to handle kernel|BUG [-a-zA-Z0-9_:()]+ \(|pagealloc: '
+BAD_RE='Oops|BUG:|WARNING:|general protection|Kernel panic|Panic on CPU|FATAL TRAP|segfault at|Unable to handle kernel|BUG [-a-zA-Z0-9_:()]+ \(|pagealloc: |blocked for more than [0-9]+ seconds'
 
 # Known emulator artefacts that are not XenVMC's (TCG only), plus the caller's LAB_BAD_IGNORE regex.
 # - PVH guests under TCG: "XSAVE consistency problem: size 2696 != kernel_size 576" + WARNING at
