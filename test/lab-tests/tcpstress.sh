@@ -74,6 +74,10 @@ x domu1 'nstat -n' > /dev/null; x domu2 'nstat -n' > /dev/null
 # 1000 x 32 KiB queued at once made plain TCP itself abort connections (the server closes with
 # its answer still queued: an orphan, reset when TCP runs out of memory)
 echo "    tcp_mem (pages) domu1: $(x domu1 'cat /proc/sys/net/ipv4/tcp_mem'); domu2: $(x domu2 'cat /proc/sys/net/ipv4/tcp_mem')"
+xfer_run "1000 x 32 KiB, plain TCP (information only)" many $SRV $PORT 1000 32 | grep -E 'RESULT|verified' | tail -2
+echo "    plain TCP 32 KiB: TCP abort/overflow counters: domu1: $(tcpabort domu1) domu2: $(tcpabort domu2)"
+wait_until 120 is '[ "$(stat_of domu1 connections)" = 0 ] && [ "$(stat_of domu2 connections)" = 0 ]'
+x domu1 'nstat -n' > /dev/null; x domu2 'nstat -n' > /dev/null
 xfer_run "1000 connections, plain TCP" many $SRV $PORT 1000 4 && plain_ok=yes || plain_ok=no
 echo "    plain TCP: TCP abort/overflow counters: domu1: $(tcpabort domu1) domu2: $(tcpabort domu2)"
 x domu1 'echo 1 > /sys/module/vmc_front/parameters/tcp'; x domu2 'echo 1 > /sys/module/vmc_front/parameters/tcp'
