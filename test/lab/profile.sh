@@ -11,7 +11,7 @@
 # stream's rate and each side's top symbols, and the share of samples in a few groups: the copies
 # (copy_user*, memcpy*, rep_movs*), XenVMC itself (vmcf_*, vmc_*), hypercalls and Xen
 # (xen_*, hypercall_page), the idle loop, and everything else.  Debian's `perf` wrapper wants a
-# perf_<major.minor> for the running kernel: bookworm ships perf_6.1 only, used on any kernel.
+# perf_<major.minor> for the running kernel; bookworm's linux-perf is /usr/bin/perf itself.
 set -o pipefail
 T=${LAB_PROFILE_SECS:-10}
 A=domu1 B=domu2 B_IP=10.99.0.12
@@ -19,7 +19,7 @@ x() { lab-exec -n -t 600 "$@"; }
 chan_up() { [ "$(x "$1" "awk -v d=$(xl domid "$2") '\$1 == d {print \$3}' /proc/xenvmc/peers")" = up ]; }
 fails=0
 
-PERF=$(x $A 'ls /usr/bin/perf_* 2> /dev/null | head -1')
+PERF=$(x $A 'ls /usr/bin/perf_* /usr/bin/perf 2> /dev/null | head -1')
 for d in $A $B; do
 	x $d "$PERF --version" || { echo "no perf in $d (LAB_PACKAGES=linux-perf)"; echo "0 passed, 1 failed"; exit 1; }
 done
