@@ -3935,7 +3935,6 @@ static void vmcf_peer_open(struct vmcf_peer *p)
 	vmcf_chan_close(p);
 	p->state = VMCF_CLOSED;		/* its own slot is free now */
 	if (vmcf_nr_open() >= max_peers) {
-		p->state = VMCF_CLOSED;
 		p->why = vmcf_why_limit;
 		return;
 	}
