@@ -1853,6 +1853,16 @@ static int vmcf_do_recvmsg(struct sock *sk, struct msghdr *msg, size_t len,
 				c->rx_bytes += done;
 				if (notify && c->peer)
 					vmcf_notify(c->peer);
+				/*
+				 * All we saw: stop poll()'s per-commit events.
+				 * Data committed meanwhile may have sent none:
+				 * its edge is ours to give.
+				 */
+				if (done == avail &&
+				    vmc_ring_cons_drained(&c->rx) > 0) {
+					vmc_ring_cons_every(&c->rx);
+					sk->sk_data_ready(sk);
+				}
 			}
 			copied += done;
 			if (fault) {
@@ -1872,9 +1882,16 @@ wait:
 		if (copied >= target)
 			break;
 		if (!timeo) {
-			/* poll()/epoll users wait for the next byte. */
-			if (c->state == VMCF_C_RING && !room)
-				vmc_ring_cons_wait(&c->rx);
+			/*
+			 * poll()/epoll users wait for the next byte; one that
+			 * came while we looked is read now, or its commit
+			 * (which saw no request) leaves them waiting forever.
+			 */
+			if (c->state == VMCF_C_RING && !room) {
+				vmc_ring_cons_drained(&c->rx);
+				if (vmc_ring_cons_wait(&c->rx) != 0)
+					continue;
+			}
 			if (!copied)
 				copied = -EAGAIN;
 			break;
@@ -2106,13 +2123,13 @@ static bool vmcf_sock_is_readable(struct sock *sk)
 		 * asleep in recvmsg() wants min(lowat, len) bytes: only a
 		 * shorter read than SO_RCVLOWAT, polled at the same time from
 		 * another thread, waits longer than it would on TCP).
-		 * Readable: no new request, so edge-triggered epoll that read
-		 * nothing may see no new edge for more data, where TCP's
-		 * would: prod_event is shared with that sleeping reader, and
-		 * a request computed here from a stale position could land
-		 * behind the reader's and lose its wake-up.
+		 * Readable: ask for an event on every commit until the reader
+		 * drains the ring, so that edge-triggered epoll sees a new
+		 * edge for more data, as TCP gives one per segment.
 		 */
-		if (!ret) {
+		if (ret && avail > 0) {
+			vmc_ring_cons_every(&c->rx);
+		} else if (!ret) {
 			avail = vmc_ring_cons_ask(&c->rx, lowat);
 			ret = avail < 0 || avail >= lowat;
 		}

@@ -36,6 +36,10 @@
  *       prod_event  "notify me when prod passes this": the consumer asks to
  *                   be woken when data arrives
  *       cons_flags  VMC_RING_F_* set by the consumer (CLOSED)
+ *       cons_wake   non-zero: "notify me after every commit", whatever
+ *                   prod_event says (the consumer is polled with data
+ *                   unread, see vmc_ring_cons_every()); zero from a peer
+ *                   that never sets it
  *       pad1        must be zero, ignored by the reader
  *   data[size]     size a power of two, 4 .. VMC_RING_MAX_SIZE bytes; may
  *                   live in other pages than the header.
@@ -47,13 +51,15 @@
  * prod_event = cons + 1, then re-checks prod; the producer, after publishing
  * prod, sends an event only if prod_event lies in (old prod, new prod].  The
  * same holds in the other direction with cons_event for a producer waiting
- * for space.  A store of the event index followed by a load of the other
- * side's index, against a store of the index followed by a load of the event
- * index, is the store-buffering pattern: each side needs a full barrier
- * (smp_mb) between its store and its load, or both could miss each other and
- * sleep forever.  The event indices need no validation: any value only makes
- * us send one spurious event per commit, or not wake a peer that lied about
- * wanting one.
+ * for space.  A consumer polled with data unread (edge-triggered epoll wants
+ * an edge per arrival) sets cons_wake instead, until it drains the ring:
+ * see vmc_ring_cons_every().  A store of the event index followed by a load
+ * of the other side's index, against a store of the index followed by a
+ * load of the event index, is the store-buffering pattern: each side needs
+ * a full barrier (smp_mb) between its store and its load, or both could
+ * miss each other and sleep forever.  The event indices and cons_wake need
+ * no validation: any value only makes us send one spurious event per
+ * commit, or not wake a peer that lied about wanting one.
  *
  * Message (datagram) mode: records of a __le32 length followed by the
  * payload, each record starting at a 4-byte aligned position, so the length
@@ -101,7 +107,8 @@ struct vmc_ring_hdr {
 	__le32 cons;
 	__le32 prod_event;
 	__le32 cons_flags;
-	__le32 pad1[13];
+	__le32 cons_wake;
+	__le32 pad1[12];
 };
 
 /* One end of a ring, in private memory.  Only the role's own fields are used. */
@@ -112,6 +119,7 @@ struct vmc_ring {
 	u32 pos;			/* our own index: prod or cons */
 	u32 peer;			/* last validated peer index */
 	bool broken;			/* latched on the first bad index */
+	bool every;			/* consumer: cons_wake set by poll() */
 };
 
 static inline void vmc_ring_layout_check(void)
@@ -123,6 +131,7 @@ static inline void vmc_ring_layout_check(void)
 	BUILD_BUG_ON(offsetof(struct vmc_ring_hdr, cons) != 64);
 	BUILD_BUG_ON(offsetof(struct vmc_ring_hdr, prod_event) != 68);
 	BUILD_BUG_ON(offsetof(struct vmc_ring_hdr, cons_flags) != 72);
+	BUILD_BUG_ON(offsetof(struct vmc_ring_hdr, cons_wake) != 76);
 }
 
 /*
@@ -167,6 +176,7 @@ static inline int vmc_ring_init(struct vmc_ring *r, struct vmc_ring_hdr *hdr,
 	r->data = data;
 	r->size = size;
 	r->broken = false;
+	r->every = false;
 	if (producer) {
 		memset(hdr, 0, sizeof(*hdr));
 		r->pos = 0;
@@ -286,7 +296,7 @@ static inline bool vmc_ring_event_due(u32 event, u32 old, u32 new)
  * vmc_ring_avail(): the data written before prod is visible before prod.
  * The smp_mb() between that store and the load of prod_event pairs with the
  * smp_mb() in vmc_ring_cons_wait(): either we see its new prod_event, or it
- * sees our new prod.
+ * sees our new prod.  cons_wake asks for an event whatever prod_event says.
  */
 static inline bool vmc_ring_produce(struct vmc_ring *r, u32 n)
 {
@@ -295,8 +305,19 @@ static inline bool vmc_ring_produce(struct vmc_ring *r, u32 n)
 	r->pos += n;
 	/* Pairs with the acquire of prod in vmc_ring_avail(). */
 	smp_store_release(&r->hdr->prod, cpu_to_le32(r->pos));
-	/* Pairs with smp_mb() in vmc_ring_cons_wait(). */
+	/*
+	 * Pairs with smp_mb() in vmc_ring_cons_wait(), _cons_ask() and
+	 * _cons_drained(): either we see the consumer's request, or it sees
+	 * our prod.
+	 */
 	smp_mb();
+	if (READ_ONCE(r->hdr->cons_wake))
+		return true;
+	/*
+	 * Pairs with smp_wmb() in vmc_ring_cons_drained(): having seen the
+	 * cons_wake = 0 stored there, we see the prod_event stored before it.
+	 */
+	smp_rmb();
 	return vmc_ring_event_due(le32_to_cpu(READ_ONCE(r->hdr->prod_event)),
 				  old, r->pos);
 }
@@ -405,6 +426,59 @@ static inline long vmc_ring_cons_wait(struct vmc_ring *r)
 	/* Pairs with smp_mb() in vmc_ring_produce(). */
 	smp_mb();
 	return vmc_ring_avail(r);
+}
+
+/*
+ * vmc_ring_cons_every - poll() found data unread: ask for an event on every
+ * commit until the consumer drains the ring.  Edge-triggered epoll expects a
+ * new edge for each arrival of data (TCP wakes per segment), and prod_event
+ * cannot say so: it is cons + n, and prod is already past it.  Rewriting
+ * prod_event from here instead would race with a reader sleeping on it and
+ * could land behind that reader's request, losing its wake-up; a separate
+ * word cannot.  A commit racing with this store may not see it: that
+ * commit gets no edge of its own, the next one does.  Callable without the
+ * consumer's lock.  Racing with another poll and a drain can leave events
+ * on every commit, or none beyond the next byte, until the next poll and
+ * drain; it cannot lose a sleeper's wake-up (prod_event is only ever set
+ * by the consumer, at or before what a sleeper asked).
+ */
+static inline void vmc_ring_cons_every(struct vmc_ring *r)
+{
+	WRITE_ONCE(r->hdr->cons_wake, cpu_to_le32(1));
+	/*
+	 * Pairs with smp_load_acquire() in vmc_ring_cons_drained(): a drain
+	 * that sees every = true stores its cons_wake = 0 after our 1.
+	 */
+	smp_store_release(&r->every, true);
+}
+
+/*
+ * vmc_ring_cons_drained - the consumer has read every byte it saw.  If
+ * poll() asked for events on every commit, ask for one on the next byte
+ * instead, the first new edge, and stop the rest.  Returns the bytes
+ * available after that (re-checked), or -EPROTO: if more than 0, a commit
+ * made while we drained may have sent no event, and the caller wakes its
+ * own waiters for that data.  Returns 0 when there was nothing to stop.
+ */
+static inline long vmc_ring_cons_drained(struct vmc_ring *r)
+{
+	/* Pairs with smp_store_release() in vmc_ring_cons_every(). */
+	if (!smp_load_acquire(&r->every))
+		return 0;
+	WRITE_ONCE(r->every, false);
+	WRITE_ONCE(r->hdr->prod_event, cpu_to_le32(r->pos + 1));
+	/*
+	 * Pairs with smp_rmb() in vmc_ring_produce(): a producer that sees
+	 * this cons_wake = 0 sees this prod_event, due on the next byte.
+	 */
+	smp_wmb();
+	WRITE_ONCE(r->hdr->cons_wake, 0);
+	/*
+	 * Pairs with smp_mb() in vmc_ring_produce(): either that producer
+	 * sees our stores above, or we see its prod below.
+	 */
+	smp_mb();
+	return vmc_ring_avail_peek(r);
 }
 
 /*

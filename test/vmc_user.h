@@ -5,6 +5,7 @@
  *
  * Barriers map to C11 atomics so ThreadSanitizer understands them: a
  * release store / acquire load is exactly that, smp_mb() is a seq_cst fence,
+ * smp_wmb()/smp_rmb() are release/acquire fences (at least as strong),
  * READ_ONCE/WRITE_ONCE are relaxed atomic accesses (the kernel's volatile
  * accesses are single-copy atomic for aligned words too).
  */
@@ -42,6 +43,8 @@ typedef uint64_t __le64;
 #define smp_load_acquire(p) __atomic_load_n((p), __ATOMIC_ACQUIRE)
 #define smp_store_release(p, v) __atomic_store_n((p), (v), __ATOMIC_RELEASE)
 #define smp_mb() __atomic_thread_fence(__ATOMIC_SEQ_CST)
+#define smp_wmb() __atomic_thread_fence(__ATOMIC_RELEASE)
+#define smp_rmb() __atomic_thread_fence(__ATOMIC_ACQUIRE)
 
 #define min_t(t, a, b) ((t)(a) < (t)(b) ? (t)(a) : (t)(b))
 #define ALIGN(x, a) (((x) + ((a) - 1)) & ~((__typeof__(x))(a) - 1))

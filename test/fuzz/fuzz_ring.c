@@ -18,7 +18,9 @@
  *   - the bytes written/read are not the ones at the right ring offsets;
  *   - a message length accepted is beyond the caller's maximum, the ring's
  *     maximum or the published bytes;
- *   - a notification decision differs from "event in (old, new]".
+ *   - a notification decision differs from "cons_wake set, or event in
+ *     (old, new]";
+ *   - cons_every()/cons_drained() do not publish what they promise.
  *
  * Input: byte 0 config (bits 0-2 ring size 4 << n, 4096 for 7; bit 3
  * consumer end; bit 4 message mode; bit 5 consumer attaches to an
@@ -73,7 +75,7 @@ static struct vmc_ring_hdr *hdr;
 static u8 *data, *snap;
 static u32 size;
 static struct vmc_ring r;
-static bool consumer, msg_mode, broken;
+static bool consumer, msg_mode, broken, every;
 static u32 pos;			/* model of our private position */
 
 static u32 rd32(const __le32 *p)
@@ -141,13 +143,14 @@ static void check_invariants(void)
 	ASSERT(r.broken == broken);
 	ASSERT(r.pos == pos);
 	ASSERT(r.size == size && r.hdr == hdr && r.data == data);
+	ASSERT(r.every == every);
 }
 
 /* ---- local producer operations ---- */
 
 static void op_write(struct input *in)
 {
-	u32 len = get16(in) % (2 * size + 1), old = pos, ev;
+	u32 len = get16(in) % (2 * size + 1), old = pos, ev, wake;
 	u8 *src = malloc(len ? len : 1);
 	long want, got;
 	bool n;
@@ -156,6 +159,7 @@ static void op_write(struct input *in)
 	for (i = 0; i < len; i++)
 		src[i] = get8(in) ^ i;
 	ev = rd32(&hdr->prod_event);
+	wake = rd32(&hdr->cons_wake);
 	want = count_model();
 	if (want >= 0 && want > len)
 		want = len;
@@ -166,7 +170,7 @@ static void op_write(struct input *in)
 		pos += got;
 		ASSERT(ring_eq(data, old, src, got));
 		ASSERT(rd32(&hdr->prod) == pos);
-		ASSERT(n == due_model(ev, old, pos));
+		ASSERT(n == (wake || due_model(ev, old, pos)));
 	} else {
 		ASSERT(!n);
 	}
@@ -175,7 +179,7 @@ static void op_write(struct input *in)
 
 static void op_msg_write(struct input *in)
 {
-	u32 len = get16(in), old = pos, ev, room, i;
+	u32 len = get16(in), old = pos, ev, wake, room, i;
 	u8 *src;
 	long space;
 	int want, got;
@@ -187,6 +191,7 @@ static void op_msg_write(struct input *in)
 	for (i = 0; i < len; i++)
 		src[i] = i * 7 + len;
 	ev = rd32(&hdr->prod_event);
+	wake = rd32(&hdr->cons_wake);
 	room = 4 + ((len + 3) & ~3u);
 	if (len > size - 4) {
 		want = -EMSGSIZE;
@@ -202,7 +207,7 @@ static void op_msg_write(struct input *in)
 			len >> 16, len >> 24 }, 4));
 		ASSERT(ring_eq(data, old + 4, src, len));
 		ASSERT(rd32(&hdr->prod) == pos);
-		ASSERT(n == due_model(ev, old, pos));
+		ASSERT(n == (wake || due_model(ev, old, pos)));
 	} else {
 		ASSERT(!n);
 	}
@@ -299,6 +304,30 @@ static void op_msg_peek_read(struct input *in)
 	free(dst);
 }
 
+/* poll() saw data: events on every commit until a drain. */
+static void op_cons_every(void)
+{
+	vmc_ring_cons_every(&r);
+	every = true;
+	ASSERT(rd32(&hdr->cons_wake) == 1);
+}
+
+static void op_cons_drained(void)
+{
+	u32 ev = rd32(&hdr->prod_event), wake = rd32(&hdr->cons_wake);
+	long exp = 0;
+
+	if (every) {
+		ev = pos + 1;
+		wake = 0;
+		exp = broken ? -EPROTO : used_model();	/* no latch here */
+	}
+	ASSERT(vmc_ring_cons_drained(&r) == exp);
+	every = false;
+	ASSERT(rd32(&hdr->prod_event) == ev);
+	ASSERT(rd32(&hdr->cons_wake) == wake);
+}
+
 static void op_cons_wait(void)
 {
 	long exp = count_model();
@@ -374,6 +403,9 @@ static void peer_op(struct input *in, u8 op)
 		break;
 	case 3:
 		*peer_flags = cpu_to_le32(get32(in));
+		if (!consumer)	/* the peer consumer's "every commit" word */
+			hdr->cons_wake = cpu_to_le32(get8(in) & 1 ?
+						     get32(in) : 0);
 		break;
 	case 4:		/* a length word at a ring position near ours */
 		at = pos + 4 * (int8_t)get8(in);
@@ -392,6 +424,7 @@ static void peer_op(struct input *in, u8 op)
 			hdr->cons = cpu_to_le32(get32(in));
 			hdr->prod_event = cpu_to_le32(get32(in));
 			hdr->cons_flags = cpu_to_le32(get32(in));
+			hdr->cons_wake = cpu_to_le32(get32(in));
 		} else {
 			hdr->prod = cpu_to_le32(get32(in));
 			hdr->cons_event = cpu_to_le32(get32(in));
@@ -401,7 +434,7 @@ static void peer_op(struct input *in, u8 op)
 	case 7:		/* padding */
 		at = get8(in) % 13;
 		hdr->pad0[at] = cpu_to_le32(get32(in));
-		at = get8(in) % 13;
+		at = get8(in) % 12;
 		hdr->pad1[at] = cpu_to_le32(get32(in));
 		break;
 	default:
@@ -442,7 +475,7 @@ static void local_op(struct input *in, u8 op)
 				vmc_ring_set_eof(&r);
 		}
 	} else {
-		switch (op % 6) {
+		switch (op % 8) {
 		case 0:
 		case 1:
 			if (msg_mode)
@@ -460,6 +493,12 @@ static void local_op(struct input *in, u8 op)
 			break;
 		case 4:
 			vmc_ring_peer_eof(&r);
+			break;
+		case 6:
+			op_cons_every();
+			break;
+		case 7:
+			op_cons_drained();
 			break;
 		default:
 			/* A mode mix-up of ours: peek must refuse it. */
@@ -493,6 +532,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *buf, size_t len)
 	memset(hdr, 0xa5, sizeof(*hdr));
 	memset(data, 0, size);
 	broken = false;
+	every = false;
 	if (consumer) {
 		memset(hdr, 0, sizeof(*hdr));
 		hdr->prod = cpu_to_le32(init_prod);

@@ -161,11 +161,16 @@ static void gen_proto(void)
 #define CFG_MSG		16
 #define CFG_INIT_PROD	32
 
-/* opcodes: 0x80 | n local operation n % 6; 0..15 peer operation */
+/*
+ * opcodes: 0x80 | n local operation n % 6 (producer), n % 8 (consumer);
+ * 0..15 peer operation
+ */
 #define L_IO		0x80	/* write / msg_write / read / msg peek+read */
 #define L_COUNT		0x82	/* space / avail */
 #define L_WAIT		0x83	/* prod_wait(u32) / cons_wait */
 #define L_FLAG		0x84	/* peer_closed / peer_eof */
+#define L_EVERY		0x86	/* consumer: cons_every (poll saw data) */
+#define L_DRAINED	0x87	/* consumer: cons_drained */
 #define P_IDX		0	/* u32 */
 #define P_IDX_NEAR	1	/* s16 */
 #define P_EVENT		2
@@ -242,6 +247,18 @@ static void gen_ring(void)
 		b8(&s, L_WAIT);
 	}
 	put("fuzz_ring", "cons-bytes", s.b, s.n);
+
+	/* Consumer, bytes, polled: every commit notifies until a drain. */
+	start(&s, CFG_SIZE(4) | CFG_CONSUMER, 0xfffffff0);
+	for (i = 0; i < 6; i++) {
+		produce(&s, 10 + i, 10 + i);
+		b8(&s, L_EVERY);
+		produce(&s, 3, 3);
+		b8(&s, L_IO);
+		b16(&s, 9 + i);
+		b8(&s, L_DRAINED);
+	}
+	put("fuzz_ring", "cons-polled", s.b, s.n);
 
 	/* Producer, messages; the peer consumes whole records. */
 	start(&s, CFG_SIZE(5) | CFG_MSG, 0xffffff80);

@@ -20,6 +20,12 @@
  * never ends: the wait times out after WAKE_TIMEOUT_S and fails the test,
  * and the main thread fails it when no byte moves for STALL_S seconds.
  *
+ * A third pass repeats the byte stream (a quarter of it) with a consumer
+ * that behaves as poll() and recvmsg() do for edge-triggered epoll: on
+ * finding data it often calls vmc_ring_cons_every() first, and after any
+ * read that emptied what it saw, or on finding the ring empty,
+ * vmc_ring_cons_drained(); a lost wakeup there hangs the same way.
+ *
  *   STRESS_MIB=N STRESS_MSG_MIB=N STRESS_SEED=N out/ring_stress
  * (defaults 1024, 128 and the time).
  */
@@ -233,6 +239,7 @@ static u32 rnd_io(u64 *s)
 /* ---- byte mode ---- */
 
 static u64 byte_total;
+static bool polled;		/* consumer mixes in cons_every/cons_drained */
 
 static void *byte_producer(void *arg)
 {
@@ -309,6 +316,8 @@ static void *byte_consumer(void *arg)
 	for (;;) {
 		len = rnd_io(&rs);
 		dst = (u8 *)buf + (r & 7);
+		if (polled && (rnd(&rs) & 1) && vmc_ring_avail_peek(&cons_r) > 0)
+			vmc_ring_cons_every(&cons_r);	/* poll(): readable */
 		got = vmc_ring_read(&cons_r, dst, len, &notify);
 		if (got < 0)
 			dump_and_die(cur_test, "consumer: ring broken");
@@ -325,9 +334,15 @@ static void *byte_consumer(void *arg)
 				st->notifies++;
 				evtchn_notify(&to_prod);
 			}
+			/* Data that came meanwhile: read on (no event owed). */
+			if (polled && (u32)got < len &&
+			    vmc_ring_cons_drained(&cons_r) < 0)
+				dump_and_die(cur_test, "consumer: ring broken");
 			continue;
 		}
 		st->empty++;
+		if (polled && vmc_ring_cons_drained(&cons_r) < 0)
+			dump_and_die(cur_test, "consumer: ring broken");
 		av = vmc_ring_cons_wait(&cons_r);
 		if (av < 0)
 			dump_and_die(cur_test, "consumer: ring broken");
@@ -611,6 +626,22 @@ static void test_stress_bytes_suppression(void)
 	check_suppression();
 }
 
+static void test_stress_bytes_polled(void)
+{
+	u64 total = byte_total;
+
+	cur_test = "stress_bytes_polled";
+	byte_total = total / 4;
+	polled = true;
+	run_pass(byte_producer, byte_consumer);
+	polled = false;
+	report("bytes, polled");
+	check_pass();
+	CHECK_OK();
+	CHECK_EQ(cs.bytes, byte_total);
+	byte_total = total;
+}
+
 static void test_stress_msgs(void)
 {
 	cur_test = "stress_msgs";
@@ -646,6 +677,7 @@ int main(void)
 	shared_data = malloc(RING_SIZE);
 	RUN(test_stress_bytes);
 	RUN(test_stress_bytes_suppression);
+	RUN(test_stress_bytes_polled);
 	RUN(test_stress_msgs);
 	RUN(test_stress_msgs_suppression);
 	free(shared_data);

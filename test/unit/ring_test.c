@@ -131,6 +131,7 @@ static void test_layout(void)
 	CHECK_EQ(offsetof(struct vmc_ring_hdr, cons), 64);
 	CHECK_EQ(offsetof(struct vmc_ring_hdr, prod_event), 68);
 	CHECK_EQ(offsetof(struct vmc_ring_hdr, cons_flags), 72);
+	CHECK_EQ(offsetof(struct vmc_ring_hdr, cons_wake), 76);
 	CHECK_EQ(VMC_RING_MAX_SIZE, 16u << 20);
 	CHECK_EQ(VMC_RING_MIN_SIZE, 4);
 }
@@ -303,6 +304,60 @@ static void test_cons_ask_want(void)
 	CHECK_EQ(vmc_ring_write(&R.p, buf, 1, &n), 1);
 	CHECK(n);
 	CHECK(!R.c.broken);
+}
+
+/*
+ * poll() with data unread (edge-triggered epoll): every commit notifies
+ * until the consumer drains the ring; then only the next byte does, once.
+ */
+static void test_cons_every(void)
+{
+	u8 buf[64];
+	bool n = true;
+
+	rp_setup(&R, 64);
+	CHECK_OK();
+	fill_pat(buf, 0, 64);
+	CHECK_EQ(vmc_ring_cons_wait(&R.c), 0);
+	CHECK_EQ(vmc_ring_write(&R.p, buf, 1, &n), 1);
+	CHECK(n);			/* the first byte, as asked */
+	CHECK_EQ(vmc_ring_write(&R.p, buf, 1, &n), 1);
+	CHECK(!n);			/* suppressed: prod_event is behind */
+	vmc_ring_cons_every(&R.c);
+	CHECK_EQ(le32_to_cpu(R.hdr->cons_wake), 1);
+	CHECK_EQ(vmc_ring_write(&R.p, buf, 1, &n), 1);
+	CHECK(n);			/* a new edge for more data */
+	CHECK_EQ(vmc_ring_write(&R.p, buf, 2, &n), 2);
+	CHECK(n);
+	/* Until the drain, reads change nothing (the caller decides). */
+	CHECK_EQ(vmc_ring_read(&R.c, buf, 3, &n), 3);
+	CHECK_EQ(vmc_ring_write(&R.p, buf, 1, &n), 1);
+	CHECK(n);
+	CHECK_EQ(vmc_ring_read(&R.c, buf, 64, &n), 3);
+	CHECK_EQ(vmc_ring_cons_drained(&R.c), 0);
+	CHECK_EQ(le32_to_cpu(R.hdr->cons_wake), 0);
+	CHECK_EQ(le32_to_cpu(R.hdr->prod_event), R.c.pos + 1);
+	CHECK_EQ(vmc_ring_write(&R.p, buf, 1, &n), 1);
+	CHECK(n);			/* the next byte: the first new edge */
+	CHECK_EQ(vmc_ring_write(&R.p, buf, 1, &n), 1);
+	CHECK(!n);			/* and suppression is back */
+	/* A drain without a poll before it changes nothing. */
+	R.hdr->prod_event = cpu_to_le32(1234);
+	CHECK_EQ(vmc_ring_cons_drained(&R.c), 0);
+	CHECK_EQ(le32_to_cpu(R.hdr->prod_event), 1234);
+	/* A commit that came while the consumer drained: reported. */
+	CHECK_EQ(vmc_ring_read(&R.c, buf, 64, &n), 2);
+	vmc_ring_cons_every(&R.c);
+	CHECK_EQ(vmc_ring_write(&R.p, buf, 5, &n), 5);
+	CHECK(n);
+	CHECK_EQ(vmc_ring_cons_drained(&R.c), 5);
+	CHECK_EQ(le32_to_cpu(R.hdr->cons_wake), 0);
+	CHECK_EQ(vmc_ring_read(&R.c, buf, 64, &n), 5);
+	/* A peer's cons_wake (any non-zero value) only costs it events. */
+	R.hdr->cons_wake = cpu_to_le32(0x80000000u);
+	CHECK_EQ(vmc_ring_write(&R.p, buf, 1, &n), 1);
+	CHECK(n);
+	CHECK(!R.c.broken && !R.p.broken);
 }
 
 static void test_zero_length(void)
@@ -1387,6 +1442,7 @@ int main(void)
 	RUN(test_notify_producer_asked);
 	RUN(test_notify_garbage_events);
 	RUN(test_cons_ask_want);
+	RUN(test_cons_every);
 	RUN(test_corrupt_prod_too_far);
 	RUN(test_corrupt_prod_backwards);
 	RUN(test_corrupt_cons);
