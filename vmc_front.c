@@ -2108,6 +2108,14 @@ static bool vmcf_sock_is_readable(struct sock *sk)
 	long avail;
 	int lowat;
 
+	/*
+	 * Lockless, as tcp_poll(): the state is read, then the ring header
+	 * written.  Known window (as in vmcf_poll()): if the connection is
+	 * torn down between the two and its slot is at once given to a new
+	 * connection, our store lands in the new one's header, and can undo
+	 * a request its sleeper made in that window.  Not seen in the lab;
+	 * closing it means holding slot reuse back for an RCU grace period.
+	 */
 	rcu_read_lock();
 	c = vmcf_conn_of(sk);
 	if (c && READ_ONCE(c->state) == VMCF_C_DRAIN) {

@@ -4,7 +4,7 @@
 # Order matters: smoke, revert and migrate last, since they save, restore
 # and destroy DomUs (each re-creates what it destroyed).
 # Each test's "N passed, N failed" is added up; the last line is the total.
-order=${LAB_SUITE:-"membership.sh tcp.sh udp.sh hostile.sh limits.sh smoke.sh revert.sh migrate.sh"}
+order=${LAB_SUITE:-"membership.sh tcp.sh udp.sh hostile.sh limits.sh tcpsem.sh tcpstress.sh smoke.sh revert.sh migrate.sh"}
 passed=0; failed=0
 for t in $order; do
 	f=$LAB_FILES/$t

@@ -14,7 +14,8 @@
 # run-time switch (echo 0/1 > /sys/module/vmc_front/parameters/tcp) is checked:
 # the DomUs must stay responsive and a later round must complete.
 #   rounds: server domu2 / client domu1 (IPv4), server domu1 / client domu2
-#   (IPv4), server domu2 / client domu1 (IPv6)
+#   (IPv4), server domu2 / client domu1 (IPv6); LAB_TCPSEM_PAIRS picks them
+#   (default "v4-12 v4-21 v6-12"; `make check` runs the two IPv4 ones)
 pass=0; fail=0
 ok()  { echo "PASS: $*"; pass=$((pass + 1)); }
 bad() { echo "FAIL: $*"; fail=$((fail + 1)); }
@@ -97,9 +98,14 @@ done
 checks=$(x domu1 '/tmp/sockcheck list')
 nchecks=$(echo $checks | wc -w)
 
-pair "v4 domu1->domu2" domu2 domu1 10.99.0.12
-pair "v4 domu2->domu1" domu1 domu2 10.99.0.11
-pair "v6 domu1->domu2" domu2 domu1 fd99::12
+for p in ${LAB_TCPSEM_PAIRS:-v4-12 v4-21 v6-12}; do
+	case $p in
+	v4-12) pair "v4 domu1->domu2" domu2 domu1 10.99.0.12 ;;
+	v4-21) pair "v4 domu2->domu1" domu1 domu2 10.99.0.11 ;;
+	v6-12) pair "v6 domu1->domu2" domu2 domu1 fd99::12 ;;
+	*) bad "LAB_TCPSEM_PAIRS: unknown pair $p" ;;
+	esac
+done
 
 # the run-time switch: tcp=1 -> 0 -> 1 by writing the parameter, DomUs still answer
 check "vmc_front reloaded with tcp=1, channels up" load_tcp 1

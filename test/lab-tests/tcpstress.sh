@@ -71,9 +71,10 @@ tcpabort() { x "$1" "nstat 2>/dev/null | awk '/TcpExt(TCPAbortOn|ListenOverflows
 x domu1 'echo 0 > /sys/module/vmc_front/parameters/tcp'; x domu2 'echo 0 > /sys/module/vmc_front/parameters/tcp'
 x domu1 'nstat -n' > /dev/null; x domu2 'nstat -n' > /dev/null
 # 4 KiB each way: a 256 MiB DomU's TCP memory (tcp_mem, printed) is about 12-19 MiB. With
-# 1000 x 32 KiB, 87 connections that had stayed on TCP were reset (lab run suite-mixed); the
-# suspect, to be confirmed by the 32 KiB plain-TCP round and its counters: the server closes
-# with its answer still queued (an orphan), and TCP resets orphans when out of memory
+# 1000 x 32 KiB, 87 connections that had stayed on TCP were reset (lab run suite-mixed, domu2
+# on 6.12); the suspect, TCP resetting orphans when out of memory, is not confirmed: in run
+# sem-prof (all 6.1) the plain-TCP 32 KiB round verified 1000 of 1000 (memory pressure, no
+# abort).  Both 32 KiB rounds, plain and XenVMC, stay information only until that is explained
 echo "    tcp_mem (pages) domu1: $(x domu1 'cat /proc/sys/net/ipv4/tcp_mem'); domu2: $(x domu2 'cat /proc/sys/net/ipv4/tcp_mem')"
 xfer_run "1000 x 32 KiB, plain TCP (information only)" many $SRV $PORT 1000 32 | grep -E 'RESULT|verified' | tail -2
 echo "    plain TCP 32 KiB: TCP abort/overflow counters: domu1: $(tcpabort domu1) domu2: $(tcpabort domu2)"
@@ -87,6 +88,10 @@ check "plain TCP: connections drained" \
 x domu1 'nstat -n' > /dev/null; x domu2 'nstat -n' > /dev/null
 check "1000 concurrent connections, each verified (plain TCP: $plain_ok)" xfer_run "1000 connections" many $SRV $PORT 1000 4
 echo "    XenVMC: TCP abort/overflow counters: domu1: $(tcpabort domu1) domu2: $(tcpabort domu2)"
+wait_until 120 is '[ "$(stat_of domu1 connections)" = 0 ] && [ "$(stat_of domu2 connections)" = 0 ]'
+x domu1 'nstat -n' > /dev/null; x domu2 'nstat -n' > /dev/null
+xfer_run "1000 x 32 KiB, XenVMC (information only)" many $SRV $PORT 1000 32 | grep -E 'RESULT|verified|reset' | tail -6
+echo "    XenVMC 32 KiB: TCP abort/overflow counters: domu1: $(tcpabort domu1) domu2: $(tcpabort domu2); reset counters: domu1: $(fallbacks domu1) domu2: $(fallbacks domu2)"
 echo "1000 connections: $last_acc accelerated (accelerated_total), the rest on TCP (pool_rings=$(x domu1 cat /sys/module/vmc_front/parameters/pool_rings) per peer and direction)"
 check "some of the 1000 connections were accelerated" is '[ "$last_acc" -ge 1 ]'
 check "connections drained after the 1000 (domu1, domu2)" \
