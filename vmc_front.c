@@ -319,6 +319,10 @@ struct vmcf_peer {
  * sender owns its ring, so it alone can hand its unread bytes to TCP; a
  * peer that cannot (gone, or its socket closed) leaves them in the ring,
  * and the receiver saves them instead.
+ *
+ * Once the socket is visible, the state changes only through
+ * vmcf_conn_set_state(), and a change out of RING comes before the message
+ * or the vmcf_slot_put() that lets either side reuse a ring slot.
  */
 enum vmcf_conn_state {
 	VMCF_C_WAITING,
@@ -362,6 +366,15 @@ struct vmcf_conn {
 	bool peer_closed;		/* its CLOSE came: it reads no more */
 	bool closing;			/* our close() began: no ops swap */
 	bool fin_deferred;		/* shutdown(WR) on the ring: TCP FIN later */
+	/*
+	 * poll() and sock_is_readable() write ring headers without the
+	 * socket lock while state is RING (the rx ring's only while
+	 * rx_attached): they look and write under this lock, and what ends
+	 * those writes (state leaving RING, rx_attached cleared in RING) is
+	 * done under it too (vmcf_conn_set_state()).  Innermost: nothing is
+	 * taken under it; BH off, as the TCP probe changes state in softirq.
+	 */
+	spinlock_t poll_lock;
 	int err;			/* sticky error for the socket */
 	struct vmc_tuple tuple;		/* as we see it */
 	u32 isn_local, isn_remote;
@@ -1112,6 +1125,23 @@ static void vmcf_hist_reap(bool all)
 }
 
 /*
+ * Change @c's state once its socket is visible; any context (the TCP
+ * probe runs in softirq).  poll() and sock_is_readable() read the state
+ * and then write ring headers, without the socket lock, as tcp_poll():
+ * they do so under poll_lock, so that once this returns none of them
+ * still acts on the old state.  A change out of RING must therefore come
+ * before the message or vmcf_slot_put() that lets either side give the
+ * slot to a new connection of the pair: a late store of ours would land
+ * in that connection's header and could undo a request its sleeper made.
+ */
+static void vmcf_conn_set_state(struct vmcf_conn *c, enum vmcf_conn_state st)
+{
+	spin_lock_bh(&c->poll_lock);
+	WRITE_ONCE(c->state, st);
+	spin_unlock_bh(&c->poll_lock);
+}
+
+/*
  * Give the socket back to TCP's own functions; socket lock held (or the
  * socket not yet visible).  The socket's reference on @c moves to the
  * /proc listing, dropped once the socket is closed.  Our ring slot goes
@@ -1171,9 +1201,10 @@ static void vmcf_conn_kill(struct vmcf_conn *c, int err, const char *why,
 
 	if (!sk || c->state == VMCF_C_DEAD || c->state == VMCF_C_PASS)
 		return;
+	/* Before the CLOSE: the peer may then give its ring to another. */
+	vmcf_conn_set_state(c, VMCF_C_DEAD);
 	if (tell && c->peer && c->rx_attached && !c->peer_closed)
 		vmcf_send_close(c->peer, c, VMC_CLOSE_RST);
-	WRITE_ONCE(c->state, VMCF_C_DEAD);
 	c->err = err;
 	c->why = why;
 	atomic_long_inc(&vmcf_resets);
@@ -1196,7 +1227,7 @@ static void vmcf_conn_kill(struct vmcf_conn *c, int err, const char *why,
 static void vmcf_conn_pass(struct vmcf_conn *c, enum vmcf_fallback fb,
 			   const char *why)
 {
-	WRITE_ONCE(c->state, VMCF_C_PASS);
+	vmcf_conn_set_state(c, VMCF_C_PASS);
 	c->why = why;
 	vmcf_count_fallback(fb);
 	/* An OFFER waiting for a TCP send to end: its sender must hear no. */
@@ -1310,7 +1341,7 @@ static void vmcf_reverted_to_tcp(struct sock *sk, struct vmcf_conn *c,
 			       "TCP refused the ring's bytes", false);
 		return;
 	}
-	WRITE_ONCE(c->state, VMCF_C_PASS);
+	vmcf_conn_set_state(c, VMCF_C_PASS);
 	atomic_long_inc(&vmcf_reverted);
 	vmcf_untake(c, true);
 }
@@ -1342,11 +1373,6 @@ static void vmcf_drain(struct vmcf_conn *c, const char *why)
 							avail - done, &seg),
 			       seg);
 	}
-	/* Its socket is gone and we read its ring no more: it may free it. */
-	if (c->peer && c->peer_closed && c->rx_attached &&
-	    !READ_ONCE(c->peer->closing))
-		vmcf_send_close(c->peer, c, VMC_CLOSE_FIN);
-	WRITE_ONCE(c->rx_attached, false);
 	c->drain = buf;
 	c->drain_len = avail;
 	c->drain_off = 0;
@@ -1355,9 +1381,17 @@ static void vmcf_drain(struct vmcf_conn *c, const char *why)
 	if (c->fin_deferred)
 		vmcf_tcp_base(c->sk)->shutdown(c->sk, SEND_SHUTDOWN);
 	c->fin_deferred = false;
-	WRITE_ONCE(c->state, VMCF_C_DRAIN);
+	vmcf_conn_set_state(c, VMCF_C_DRAIN);
+	/*
+	 * Its socket is gone and we read its ring no more: it may free it
+	 * (after DRAIN, which ends poll()'s stores into it).
+	 */
+	if (c->peer && c->peer_closed && c->rx_attached &&
+	    !READ_ONCE(c->peer->closing))
+		vmcf_send_close(c->peer, c, VMC_CLOSE_FIN);
+	WRITE_ONCE(c->rx_attached, false);
 	if (!avail) {
-		WRITE_ONCE(c->state, VMCF_C_PASS);
+		vmcf_conn_set_state(c, VMCF_C_PASS);
 		vmcf_untake(c, true);
 		return;
 	}
@@ -1383,11 +1417,12 @@ static void vmcf_revert_start(struct vmcf_conn *c, const char *why)
 	vmc_msg_init(&m, VMC_MSG_CONN_REVERT);
 	m.conn = cpu_to_le32(c->peer_id);
 	m.final = cpu_to_le32(c->rx.pos);
+	/* Before the REVERT: the peer's answer frees the ring we read. */
+	vmcf_conn_set_state(c, VMCF_C_REVERTING);
 	if (!vmcf_send(c->peer, &m)) {
 		vmcf_conn_kill(c, ECONNRESET, "cannot send REVERT", true);
 		return;
 	}
-	WRITE_ONCE(c->state, VMCF_C_REVERTING);
 	c->why = why;
 	c->revert_at = jiffies;
 	/* Its expiry; never re-armed once the channel's teardown began. */
@@ -1443,7 +1478,7 @@ static void vmcf_accept(struct vmcf_conn *c, const struct vmc_msg_conn_offer *o)
 		vmcf_conn_pass(c, VMCF_FB_CTRL_FULL, "control ring full");
 		return;
 	}
-	WRITE_ONCE(c->state, VMCF_C_RING);
+	vmcf_conn_set_state(c, VMCF_C_RING);
 	c->why = NULL;
 	atomic_long_inc(&vmcf_accelerated);
 	vmcf_wake(c->sk->sk_socket ? c->sk : NULL);
@@ -1537,6 +1572,7 @@ static void vmcf_state_probe(void *data, const struct sock *csk,
 		goto out_free;
 	}
 	c->tuple = t;
+	spin_lock_init(&c->poll_lock);
 	refcount_set(&c->ref, 1);	/* the socket's reference */
 	atomic_inc(&vmcf_conns);
 	INIT_LIST_HEAD(&c->wnode);
@@ -1820,7 +1856,7 @@ static int vmcf_do_recvmsg(struct sock *sk, struct msghdr *msg, size_t len,
 				break;
 			}
 			if (c->drain_off == c->drain_len) {
-				WRITE_ONCE(c->state, VMCF_C_PASS);
+				vmcf_conn_set_state(c, VMCF_C_PASS);
 				vmcf_untake(c, true);
 			}
 			if ((flags & MSG_PEEK) || copied >= target)
@@ -2109,38 +2145,42 @@ static bool vmcf_sock_is_readable(struct sock *sk)
 	int lowat;
 
 	/*
-	 * Lockless, as tcp_poll(): the state is read, then the ring header
-	 * written.  Known window (as in vmcf_poll()): if the connection is
-	 * torn down between the two and its slot is at once given to a new
-	 * connection, our store lands in the new one's header, and can undo
-	 * a request its sleeper made in that window.  Not seen in the lab;
-	 * closing it means holding slot reuse back for an RCU grace period.
+	 * Lockless, as tcp_poll(), but for poll_lock: the state is read,
+	 * then the peer's ring header written, and a state change must not
+	 * fall between the two (vmcf_conn_set_state()).
 	 */
 	rcu_read_lock();
 	c = vmcf_conn_of(sk);
-	if (c && READ_ONCE(c->state) == VMCF_C_DRAIN) {
-		ret = true;
-	} else if (c && READ_ONCE(c->state) == VMCF_C_RING &&
-		   READ_ONCE(c->rx_attached)) {
-		/* As tcp_poll(): readable from SO_RCVLOWAT bytes on. */
-		lowat = clamp_t(int, READ_ONCE(sk->sk_rcvlowat), 1, c->rx.size);
-		avail = vmc_ring_avail_peek(&c->rx);
-		ret = avail < 0 || avail >= lowat || vmc_ring_peer_eof(&c->rx);
-		/*
-		 * Not readable: ask for an event when it will be (a reader
-		 * asleep in recvmsg() wants min(lowat, len) bytes: only a
-		 * shorter read than SO_RCVLOWAT, polled at the same time from
-		 * another thread, waits longer than it would on TCP).
-		 * Readable: ask for an event on every commit until the reader
-		 * drains the ring, so that edge-triggered epoll sees a new
-		 * edge for more data, as TCP gives one per segment.
-		 */
-		if (ret && avail > 0) {
-			vmc_ring_cons_every(&c->rx);
-		} else if (!ret) {
-			avail = vmc_ring_cons_ask(&c->rx, lowat);
-			ret = avail < 0 || avail >= lowat;
+	if (c) {
+		spin_lock_bh(&c->poll_lock);
+		if (READ_ONCE(c->state) == VMCF_C_DRAIN) {
+			ret = true;
+		} else if (READ_ONCE(c->state) == VMCF_C_RING &&
+			   READ_ONCE(c->rx_attached)) {
+			/* As tcp_poll(): readable from SO_RCVLOWAT bytes on. */
+			lowat = clamp_t(int, READ_ONCE(sk->sk_rcvlowat), 1,
+					c->rx.size);
+			avail = vmc_ring_avail_peek(&c->rx);
+			ret = avail < 0 || avail >= lowat ||
+			      vmc_ring_peer_eof(&c->rx);
+			/*
+			 * Not readable: ask for an event when it will be (a
+			 * reader asleep in recvmsg() wants min(lowat, len)
+			 * bytes: only a shorter read than SO_RCVLOWAT, polled
+			 * at the same time from another thread, waits longer
+			 * than it would on TCP).  Readable: ask for an event
+			 * on every commit until the reader drains the ring,
+			 * so that edge-triggered epoll sees a new edge for
+			 * more data, as TCP gives one per segment.
+			 */
+			if (ret && avail > 0) {
+				vmc_ring_cons_every(&c->rx);
+			} else if (!ret) {
+				avail = vmc_ring_cons_ask(&c->rx, lowat);
+				ret = avail < 0 || avail >= lowat;
+			}
 		}
+		spin_unlock_bh(&c->poll_lock);
 	}
 	rcu_read_unlock();
 	if (!ret && base->sock_is_readable)
@@ -2160,9 +2200,15 @@ static __poll_t vmcf_poll(struct file *file, struct socket *sock,
 
 	rcu_read_lock();
 	c = vmcf_conn_of(sk);
-	st = c ? READ_ONCE(c->state) : VMCF_C_PASS;
+	if (!c) {
+		rcu_read_unlock();
+		return mask;
+	}
+	/* The state read, then ring headers written: as sock_is_readable(). */
+	spin_lock_bh(&c->poll_lock);
+	st = READ_ONCE(c->state);
 	/* Our shutdown(WR) on the ring: TCP's SEND_SHUTDOWN is not set yet. */
-	wr_shut = st != VMCF_C_PASS && c && READ_ONCE(c->fin_deferred);
+	wr_shut = st != VMCF_C_PASS && READ_ONCE(c->fin_deferred);
 	if (wr_shut)
 		mask |= EPOLLOUT | EPOLLWRNORM;	/* as tcp_poll() after SHUT_WR */
 	else if (st == VMCF_C_OFFERED || st == VMCF_C_REVERTING)
@@ -2189,6 +2235,7 @@ static __poll_t vmcf_poll(struct file *file, struct socket *sock,
 		if (wr_shut || (READ_ONCE(sk->sk_shutdown) & SEND_SHUTDOWN))
 			mask |= EPOLLHUP;
 	}
+	spin_unlock_bh(&c->poll_lock);
 	rcu_read_unlock();
 	return mask;
 }
@@ -2303,9 +2350,10 @@ static int vmcf_disconnect(struct sock *sk, int flags)
 	rcu_read_unlock();
 	if (c && c->sk == sk) {
 		told = c->state == VMCF_C_RING && c->peer && !c->peer_closed;
+		/* Before the CLOSE: the peer may then give its ring to another. */
+		vmcf_conn_set_state(c, VMCF_C_DEAD);
 		if (told)
 			vmcf_send_close(c->peer, c, VMC_CLOSE_RST);
-		WRITE_ONCE(c->state, VMCF_C_DEAD);
 		c->why = "disconnected";
 		vmcf_untake(c, !told);
 	}
@@ -2643,7 +2691,7 @@ static void vmcf_rx_accept(struct vmcf_peer *p,
 		/* It thinks the ring is on: reset its side; slot kept until then. */
 		c->peer_id = le32_to_cpu(m->peer_conn);
 		vmcf_send_close(p, c, VMC_CLOSE_RST);
-		WRITE_ONCE(c->state, VMCF_C_PASS);
+		vmcf_conn_set_state(c, VMCF_C_PASS);
 		c->why = "peer failed the ISN proof";
 		vmcf_count_fallback(VMCF_FB_AUTH);
 		if (sk && c->fin_deferred) {
@@ -2662,7 +2710,7 @@ static void vmcf_rx_accept(struct vmcf_peer *p,
 		c->rx_cut = le32_to_cpu(m->seq_cut);
 		/* Pairs with the acquire in vmcf_conn_moved(). */
 		smp_store_release(&c->rx_attached, true);
-		WRITE_ONCE(c->state, VMCF_C_RING);
+		vmcf_conn_set_state(c, VMCF_C_RING);
 		c->why = NULL;
 		atomic_long_inc(&vmcf_accelerated);
 		if (!sk)
@@ -2740,7 +2788,10 @@ static void vmcf_rx_revert(struct vmcf_peer *p,
 		vmc_msg_init(&r, VMC_MSG_CONN_REVERTED);
 		r.conn = cpu_to_le32(c->peer_id);
 		r.final = cpu_to_le32(c->rx.pos);
+		/* Before the REVERTED, which frees the ring: as a state change. */
+		spin_lock_bh(&c->poll_lock);
 		WRITE_ONCE(c->rx_attached, false);
+		spin_unlock_bh(&c->poll_lock);
 		if (vmcf_send(p, &r)) {
 			c->why = "moved back to TCP by the peer";
 			vmcf_reverted_to_tcp(sk, c, le32_to_cpu(m->final));
