@@ -311,8 +311,11 @@ struct vmcf_peer {
  *  DRAIN     | the saved bytes all read            | TCP's ops back                    | PASS
  *  RING, REV | CLOSE RST, corrupt ring, broken     | RST on TCP too, ECONNRESET, TCP's | DEAD
  *            | peer, bad REVERT                    | ops back                          |
- *  taken     | socket closed or destroyed          | TCP's ops back; a RING slot is    | zombie
- *            |                                     | kept until the peer closes too    |
+ *  taken     | socket closed or destroyed          | TCP's ops back; a slot the peer   | zombie
+ *            |                                     | may still read is kept until its  |
+ *            |                                     | CLOSE, REFUSE or answer to REVERT |
+ *  taken     | disconnect: connect(AF_UNSPEC), or  | CLOSE RST while we hold its ring; | DEAD
+ *            | a listener closed before accept()   | TCP's ops back; slot as above     |
  *
  * Bytes sent on a ring never use TCP sequence space: TCP stays frozen
  * under the ring at the two cuts, and moving back continues it there.  The
@@ -364,6 +367,7 @@ struct vmcf_conn {
 	bool active;			/* we connected, and offer */
 	bool rx_attached;
 	bool peer_closed;		/* its CLOSE came: it reads no more */
+	bool revert_sent;		/* our REVERT went: its answer frees our rx */
 	bool closing;			/* our close() began: no ops swap */
 	bool fin_deferred;		/* shutdown(WR) on the ring: TCP FIN later */
 	/*
@@ -1146,7 +1150,8 @@ static void vmcf_conn_set_state(struct vmcf_conn *c, enum vmcf_conn_state st)
  * socket not yet visible).  The socket's reference on @c moves to the
  * /proc listing, dropped once the socket is closed.  Our ring slot goes
  * back with @free_slot, when the peer reads it no more (it answered, is
- * gone, or sent the CLOSE); otherwise the peer's CLOSE frees it later.
+ * gone, or sent the CLOSE); otherwise its CLOSE, REFUSE or answer to our
+ * REVERT frees it later (vmcf_zombie_done()).
  */
 static void vmcf_untake(struct vmcf_conn *c, bool free_slot)
 {
@@ -1189,6 +1194,25 @@ static void vmcf_untake(struct vmcf_conn *c, bool free_slot)
 }
 
 /*
+ * Leave the ring for good (DEAD) and give the socket back to TCP; socket
+ * lock held (or bh-locked: an unaccepted child).  DEAD comes first: the
+ * CLOSE and the slot_put let either side reuse a ring.  With @tell, the
+ * peer hears a CLOSE RST while we hold its ring: it resets its side, or,
+ * if its own CLOSE came first, frees the slot it kept for our CLOSE.  Our
+ * slot then stays while the peer may still read it (an ACCEPT on its way,
+ * our REVERT not yet seen), but not once its CLOSE came: it stopped
+ * reading before sending that.  Without @tell, the caller knows the peer
+ * reads our ring no more (its CLOSE or answer came, or it is gone).
+ */
+static void vmcf_conn_drop(struct vmcf_conn *c, bool tell)
+{
+	vmcf_conn_set_state(c, VMCF_C_DEAD);
+	if (tell && c->peer && c->rx_attached)
+		vmcf_send_close(c->peer, c, VMC_CLOSE_RST);
+	vmcf_untake(c, !tell || c->peer_closed);
+}
+
+/*
  * End acceleration with an error the socket reports; socket lock held, in
  * process context.  With @tell, the peer hears it (CLOSE RST) and resets
  * its side too; TCP underneath is reset as well (it is frozen at the cut
@@ -1201,17 +1225,12 @@ static void vmcf_conn_kill(struct vmcf_conn *c, int err, const char *why,
 
 	if (!sk || c->state == VMCF_C_DEAD || c->state == VMCF_C_PASS)
 		return;
-	/* Before the CLOSE: the peer may then give its ring to another. */
-	vmcf_conn_set_state(c, VMCF_C_DEAD);
-	if (tell && c->peer && c->rx_attached && !c->peer_closed)
-		vmcf_send_close(c->peer, c, VMC_CLOSE_RST);
 	c->err = err;
 	c->why = why;
 	atomic_long_inc(&vmcf_resets);
 	pr_warn_ratelimited("connection to peer %u reset: %s\n",
 			    c->domid, why);
-	/* Told, the peer may still be reading our ring until its CLOSE. */
-	vmcf_untake(c, !tell);
+	vmcf_conn_drop(c, tell);
 	/*
 	 * As tcp_reset(): reads see the error once, then EOF; writes the
 	 * error, or EPIPE once a read took it.  Not SOCK_DONE (a FIN's mark):
@@ -1253,7 +1272,13 @@ static void vmcf_send_close(struct vmcf_peer *p, struct vmcf_conn *c, u32 how)
 	m.conn = cpu_to_le32(c->peer_id);
 	m.final = cpu_to_le32(c->tx.pos);
 	m.how = cpu_to_le32(how);
-	if (c->rx_attached)
+	/*
+	 * A hint for its writer, not once our REVERT went: its answer frees
+	 * that ring, which may already carry a new connection of the pair.
+	 * Its CLOSE, though, came before it saw our REVERT (after it, it
+	 * sends none), and it keeps its slot for our CLOSE then.
+	 */
+	if (c->rx_attached && (!c->revert_sent || c->peer_closed))
 		vmc_ring_set_closed(&c->rx);
 	vmcf_send(p, &m);
 }
@@ -1423,6 +1448,7 @@ static void vmcf_revert_start(struct vmcf_conn *c, const char *why)
 		vmcf_conn_kill(c, ECONNRESET, "cannot send REVERT", true);
 		return;
 	}
+	c->revert_sent = true;
 	c->why = why;
 	c->revert_at = jiffies;
 	/* Its expiry; never re-armed once the channel's teardown began. */
@@ -2343,19 +2369,18 @@ static void vmcf_destroy(struct sock *sk)
 static int vmcf_disconnect(struct sock *sk, int flags)
 {
 	struct vmcf_conn *c;
-	bool told;
 
 	rcu_read_lock();
 	c = vmcf_conn_of(sk);
 	rcu_read_unlock();
+	/*
+	 * TCP resets below; the ring goes as on a reset: a slot the peer may
+	 * still read (OFFERED, REVERTING) is kept as in close(), and the
+	 * peer hears our CLOSE even after its own (it keeps its slot for it).
+	 */
 	if (c && c->sk == sk) {
-		told = c->state == VMCF_C_RING && c->peer && !c->peer_closed;
-		/* Before the CLOSE: the peer may then give its ring to another. */
-		vmcf_conn_set_state(c, VMCF_C_DEAD);
-		if (told)
-			vmcf_send_close(c->peer, c, VMC_CLOSE_RST);
 		c->why = "disconnected";
-		vmcf_untake(c, !told);
+		vmcf_conn_drop(c, true);
 	}
 	return vmcf_tcp_base(sk)->disconnect(sk, flags);
 }
@@ -2771,7 +2796,10 @@ static void vmcf_rx_close(struct vmcf_peer *p, const struct vmc_msg_conn_end *m)
  * REVERT (the peer moves the connection back to TCP and read our ring up to
  * final) or REVERTED (its answer to ours, same meaning).  Our socket may
  * be gone (we closed first): the peer then saves our ring (it knows we
- * closed from our CLOSE, which came before this), nothing to do here.
+ * closed from our CLOSE, which came before this), and its CLOSE frees our
+ * slot.  Unless our REVERT came before that CLOSE: then this is its
+ * answer, or its own REVERT crossing ours (it takes ours as the answer),
+ * it reads our ring no more and sends no CLOSE: the slot goes back now.
  */
 static void vmcf_rx_revert(struct vmcf_peer *p,
 			   const struct vmc_msg_conn_end *m)
@@ -2802,6 +2830,8 @@ static void vmcf_rx_revert(struct vmcf_peer *p,
 	} else if (sk && c->state == VMCF_C_REVERTING) {
 		/* Its answer, or its own REVERT crossing ours: same news. */
 		vmcf_reverted_to_tcp(sk, c, le32_to_cpu(m->final));
+	} else if (!sk && c->revert_sent) {
+		vmcf_zombie_done(p, c);
 	}
 	vmcf_conn_unlock(sk);
 	vmcf_conn_put(c);
