@@ -14,7 +14,7 @@
 # ping-pong --tcp -m 1024), TCP connect/request/response/close rate (crr crr), UDP stream (iperf3 -u
 # -b 0) and UDP request/response (sockperf ping-pong -m 64; in the xenvmc column only if
 # /proc/xenvmc/stats shows a udp counter). Plus memcpy bandwidth of one DomU vCPU (start, middle,
-# end), `xl list` CPU seconds of every domain around each stream run, domu1's accelerated_total /
+# end) and the kernel's own copy bandwidth there (memcpy_bw kread/kwrite), `xl list` CPU seconds of every domain around each stream run, domu1's accelerated_total /
 # udp_tx_datagrams / fallback counters around every run (proof that xenvmc runs were accelerated and
 # netfront runs were not), and /proc/xenvmc/stats during one accelerated stream (ring/grant memory).
 #
@@ -124,8 +124,10 @@ start_servers() {	# start_servers HOST PORTBASE: iperf3, sockperf TCP, sockperf 
 stop_servers() {
     x $1 'kill $(cat /tmp/bench-iperf3-*.pid /tmp/bench-srv.pids 2>/dev/null) 2>/dev/null; rm -f /tmp/bench-srv.pids /tmp/bench-iperf3-*.pid'
 }
-memcpy_run() {
+memcpy_run() {	# also the kernel's own copies (pread/pwrite of a memfd): what XenVMC's copies cost
     x $A "/tmp/memcpy_bw 3 65536" >> "$RAW/memcpy-$A.txt" 2>&1
+    x $A "/tmp/memcpy_bw 3 65536 kread" >> "$RAW/kread-$A.txt" 2>&1
+    x $A "/tmp/memcpy_bw 3 65536 kwrite" >> "$RAW/kwrite-$A.txt" 2>&1
     /lab/files/memcpy_bw 3 65536 >> "$RAW/memcpy-dom0.txt" 2>&1
 }
 # measure NAME FILE 'CMD' (@DST@, @P0@..@P3@ filled in per column): N rounds over the columns,
