@@ -109,9 +109,14 @@ echo "  rmmod took $(echo "$t0 $t1" | awk '{printf "%.2f", $2 - $1}') s (incl. s
 check "rmmod: streams intact both ways, nothing lost, no reset" result rm
 LAB_FRONT_PARAMS="tcp=1 udp=1" lab-load front domu1 > /dev/null
 check "reload: channel up again" wait_until 60 is 'chan_up domu1 domu2 && chan_up domu2 domu1'
-sleep 2
+# A connection is accelerated (or not) when it is set up: the ring pools
+# must be mapped first.  A separate check, so a pool that never comes up is
+# told apart from connections that fell back for another reason.
+check "reload: ring pools mapped again" wait_until 60 is 'pools_up domu1 domu2 && pools_up domu2 domu1' ||
+	{ why_not domu1; why_not domu2; }
 start re 7120 8
-check "reload: new connections accelerated" wait_until 30 is '[ "$(naccel domu1)" -ge 2 ]'
+check "reload: new connections accelerated" wait_until 30 is '[ "$(naccel domu1)" -ge 2 ]' ||
+	{ why_not domu1; why_not domu2; x domu1 'dmesg | grep xenvmc-front | tail -20' | sed 's/^/  dmesg: /'; }
 check "reload: streams intact" result re
 
 # 3. save/restore cycles of domu1 mid-transfer; with a PVH domu1, localhost
