@@ -2194,14 +2194,10 @@ static bool vmcf_sock_is_readable(struct sock *sk)
 			 * reader asleep in recvmsg() wants min(lowat, len)
 			 * bytes: only a shorter read than SO_RCVLOWAT, polled
 			 * at the same time from another thread, waits longer
-			 * than it would on TCP).  Readable: ask for an event
-			 * on every commit until the reader drains the ring,
-			 * so that edge-triggered epoll sees a new edge for
-			 * more data, as TCP gives one per segment.
+			 * than it would on TCP).  Readable: vmcf_poll() asks
+			 * for more for an edge-triggered waiter.
 			 */
-			if (ret && avail > 0) {
-				vmc_ring_cons_every(&c->rx);
-			} else if (!ret) {
+			if (!ret) {
 				avail = vmc_ring_cons_ask(&c->rx, lowat);
 				ret = avail < 0 || avail >= lowat;
 			}
@@ -2261,6 +2257,19 @@ static __poll_t vmcf_poll(struct file *file, struct socket *sock,
 		if (wr_shut || (READ_ONCE(sk->sk_shutdown) & SEND_SHUTDOWN))
 			mask |= EPOLLHUP;
 	}
+	/*
+	 * An edge-triggered waiter (epoll's EPOLLET; io_uring's poll, which
+	 * is edge-triggered unless IORING_POLL_ADD_LEVEL) that finds data
+	 * unread wants a new edge for more, as TCP gives one per segment:
+	 * ask for an event on every commit until the reader drains the ring
+	 * (vmc_ring_cons_drained() in recvmsg()).  Not for level-triggered
+	 * poll(), select() and epoll, which look again anyway: for them it
+	 * would cost a cross-VM event per commit for nothing.
+	 */
+	if (st == VMCF_C_RING && READ_ONCE(c->rx_attached) &&
+	    (poll_requested_events(wait) & EPOLLET) &&
+	    vmc_ring_avail_peek(&c->rx) > 0)
+		vmc_ring_cons_every(&c->rx);
 	spin_unlock_bh(&c->poll_lock);
 	rcu_read_unlock();
 	return mask;

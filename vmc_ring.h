@@ -51,15 +51,16 @@
  * prod_event = cons + 1, then re-checks prod; the producer, after publishing
  * prod, sends an event only if prod_event lies in (old prod, new prod].  The
  * same holds in the other direction with cons_event for a producer waiting
- * for space.  A consumer polled with data unread (edge-triggered epoll wants
- * an edge per arrival) sets cons_wake instead, until it drains the ring:
- * see vmc_ring_cons_every().  A store of the event index followed by a load
- * of the other side's index, against a store of the index followed by a
- * load of the event index, is the store-buffering pattern: each side needs
- * a full barrier (smp_mb) between its store and its load, or both could
- * miss each other and sleep forever.  The event indices and cons_wake need
- * no validation: any value only makes us send one spurious event per
- * commit, or not wake a peer that lied about wanting one.
+ * for space.  A consumer polled edge-triggered with data unread (epoll's
+ * EPOLLET wants an edge per arrival) sets cons_wake instead, until it
+ * drains the ring: see vmc_ring_cons_every().  A store of the event index
+ * followed by a load of the other side's index, against a store of the
+ * index followed by a load of the event index, is the store-buffering
+ * pattern: each side needs a full barrier (smp_mb) between its store and
+ * its load, or both could miss each other and sleep forever.  The event
+ * indices and cons_wake need no validation: any value only makes us send
+ * one spurious event per commit, or not wake a peer that lied about
+ * wanting one.
  *
  * Message (datagram) mode: records of a __le32 length followed by the
  * payload, each record starting at a 4-byte aligned position, so the length

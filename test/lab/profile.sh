@@ -6,12 +6,15 @@
 #   (or in a suite: LAB_SUITE="... profile.sh", the file given as an extra file)
 #
 # For each path (XenVMC domu1 -> domu2, netfront domu1 -> domu2, loopback inside domu1), one
-# iperf3 -l 16384 stream of LAB_PROFILE_SECS (default 10) s with `perf record -e cpu-clock -a`
+# iperf3 -l 16384 stream of LAB_PROFILE_SECS (default 10) s (vmc_front loaded with tcp=1 and
+# LAB_PROFILE_PARAMS) with `perf record -e cpu-clock -a`
 # (software clock sampling: the lab's PV guests have no PMU) in each DomU involved; prints the
 # stream's rate and each side's top symbols, and the share of samples in a few groups: the copies
 # (copy_user*, memcpy*, rep_movs*), XenVMC itself (vmcf_*, vmc_*), hypercalls and Xen
-# (xen_*, hypercall_page), the idle loop, and everything else.  Debian's `perf` wrapper wants a
-# perf_<major.minor> for the running kernel; bookworm's linux-perf is /usr/bin/perf itself.
+# (xen_*, hypercall_page), the idle loop, and everything else; then who calls xen_hypercall_pv
+# (perf record -g), and the events each DomU received over the stream (/proc/xenvmc/channels).
+# Debian's `perf` wrapper wants a perf_<major.minor> for the running kernel; bookworm's
+# linux-perf is /usr/bin/perf itself.
 set -o pipefail
 T=${LAB_PROFILE_SECS:-10}
 A=domu1 B=domu2 B_IP=10.99.0.12
@@ -24,7 +27,7 @@ for d in $A $B; do
 	x $d "$PERF --version" || { echo "no perf in $d (LAB_PACKAGES=linux-perf)"; echo "0 passed, 1 failed"; exit 1; }
 done
 lab-unload front > /dev/null
-LAB_FRONT_PARAMS="tcp=1" lab-load front $A $B > /dev/null
+LAB_FRONT_PARAMS="tcp=1 ${LAB_PROFILE_PARAMS:-}" lab-load front $A $B > /dev/null
 for i in $(seq 60); do chan_up $A $B && chan_up $B $A && break; sleep 1; done
 sleep 3
 lab-canary pause > /dev/null 2>&1
@@ -43,6 +46,14 @@ summary() {
 			else if (s ~ /^(default_idle|xen_safe_halt|do_idle|cpuidle|poll_idle|arch_cpu_idle|native_safe_halt)/) g["idle"] += p
 			else g["other kernel+user"] += p }
 		END { printf "    %s: groups:", d; for (k in g) printf " %s %.1f%%;", k, g[k]; printf "\n" }'
+	# who makes the hypercalls (PV guests: every one enters Xen through xen_hypercall_pv)
+	x $d "$PERF report -i $f --stdio --no-children --sort sym -S xen_hypercall_pv -g graph,1,callee,function,percent --max-stack 6 2>/dev/null | grep -v '^#' | grep -v '^\$' | head -40" | sed "s/^/    $d hypercall callers: /"
+}
+
+# events: the event count each of domu1 and domu2 received from the other (channels view)
+events() {
+	echo "$(x $A "awk -v d=$(xl domid $B) '\$1 == d {print \$NF}' /proc/xenvmc/channels")" \
+	     "$(x $B "awk -v d=$(xl domid $A) '\$1 == d {print \$NF}' /proc/xenvmc/channels")"
 }
 
 # prof NAME CLIENT SERVER_DOMS DST PORT: one profiled stream
@@ -50,12 +61,15 @@ prof() {
 	local name=$1 cli=$2 doms=$3 dst=$4 port=$5 d out
 	echo "=== $name: iperf3 -l 16384 -t $T from $cli to $dst"
 	for d in $doms; do
-		x $d "($PERF record -q -e cpu-clock -F 999 -a -o /tmp/$name.data -- sleep $((T + 2)) > /dev/null 2>&1 &) > /dev/null 2>&1"
+		x $d "($PERF record -q -g -e cpu-clock -F 999 -a -o /tmp/$name.data -- sleep $((T + 2)) > /dev/null 2>&1 &) > /dev/null 2>&1"
 	done
 	sleep 1
+	ev0=$(events)
 	out=$(x $cli "iperf3 -c $dst -p $port -t $T -l 16384 -J" | python3 -c 'import json,sys; d=json.load(sys.stdin); print("%.1f MiB/s" % (d["end"]["sum_received"]["bytes"] / d["end"]["sum_received"]["seconds"] / 1048576))') || { out=ERROR; fails=$((fails + 1)); }
+	ev1=$(events)
 	sleep 3
 	echo "  rate: $out; domu1 accelerated_total $(x $A "awk '\$1 == \"accelerated_total\" {print \$2}' /proc/xenvmc/stats")"
+	echo "  events received over the stream (domu1 domu2): before $ev0, after $ev1"
 	for d in $doms; do summary $d /tmp/$name.data; done
 }
 
