@@ -1194,6 +1194,20 @@ static void vmcf_untake(struct vmcf_conn *c, bool free_slot)
 }
 
 /*
+ * An OFFER waiting for a TCP send to end (WAITING) on a connection that
+ * will never take it: its sender must hear no, or after
+ * VMCF_OFFER_TIMEOUT it takes the whole channel for broken.
+ */
+static void vmcf_refuse_deferred(struct vmcf_conn *c)
+{
+	if (c->deferred && c->peer)
+		vmcf_send_refuse(c->peer, le32_to_cpu(c->deferred->conn),
+				 VMC_R_UNSUPPORTED);
+	kfree(c->deferred);
+	c->deferred = NULL;
+}
+
+/*
  * Leave the ring for good (DEAD) and give the socket back to TCP; socket
  * lock held (or bh-locked: an unaccepted child).  DEAD comes first: the
  * CLOSE and the slot_put let either side reuse a ring.  With @tell, the
@@ -1207,6 +1221,7 @@ static void vmcf_untake(struct vmcf_conn *c, bool free_slot)
 static void vmcf_conn_drop(struct vmcf_conn *c, bool tell)
 {
 	vmcf_conn_set_state(c, VMCF_C_DEAD);
+	vmcf_refuse_deferred(c);
 	if (tell && c->peer && c->rx_attached)
 		vmcf_send_close(c->peer, c, VMC_CLOSE_RST);
 	vmcf_untake(c, !tell || c->peer_closed);
@@ -1249,13 +1264,7 @@ static void vmcf_conn_pass(struct vmcf_conn *c, enum vmcf_fallback fb,
 	vmcf_conn_set_state(c, VMCF_C_PASS);
 	c->why = why;
 	vmcf_count_fallback(fb);
-	/* An OFFER waiting for a TCP send to end: its sender must hear no. */
-	if (c->deferred && c->peer) {
-		vmcf_send_refuse(c->peer, le32_to_cpu(c->deferred->conn),
-				 VMC_R_UNSUPPORTED);
-		kfree(c->deferred);
-		c->deferred = NULL;
-	}
+	vmcf_refuse_deferred(c);
 	if (c->fin_deferred) {
 		c->fin_deferred = false;
 		vmcf_tcp_base(c->sk)->shutdown(c->sk, SEND_SHUTDOWN);
