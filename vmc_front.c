@@ -2259,26 +2259,28 @@ static __poll_t vmcf_poll(struct file *file, struct socket *sock,
 		if (space == 0)
 			mask &= ~(EPOLLOUT | EPOLLWRNORM);
 	}
-	/* The peer's shutdown(WR) is the ring's EOF (its FIN waits). */
-	if (st == VMCF_C_RING && READ_ONCE(c->rx_attached) &&
-	    vmc_ring_peer_eof(&c->rx)) {
-		mask |= EPOLLIN | EPOLLRDNORM | EPOLLRDHUP;
-		if (wr_shut || (READ_ONCE(sk->sk_shutdown) & SEND_SHUTDOWN))
-			mask |= EPOLLHUP;
+	if (st == VMCF_C_RING && READ_ONCE(c->rx_attached)) {
+		/* The peer's shutdown(WR) is the ring's EOF (its FIN waits). */
+		if (vmc_ring_peer_eof(&c->rx)) {
+			mask |= EPOLLIN | EPOLLRDNORM | EPOLLRDHUP;
+			if (wr_shut ||
+			    (READ_ONCE(sk->sk_shutdown) & SEND_SHUTDOWN))
+				mask |= EPOLLHUP;
+		}
+		/*
+		 * An edge-triggered waiter (epoll's EPOLLET; io_uring's poll,
+		 * edge-triggered unless IORING_POLL_ADD_LEVEL) that finds data
+		 * unread wants a new edge for more, as TCP gives one per
+		 * segment: ask for an event on every commit until the reader
+		 * drains the ring (vmc_ring_cons_drained() in recvmsg()).  Not
+		 * for level-triggered poll(), select() and epoll, which look
+		 * again anyway: for them it would cost a cross-VM event per
+		 * commit for nothing.
+		 */
+		if ((poll_requested_events(wait) & EPOLLET) &&
+		    vmc_ring_avail_peek(&c->rx) > 0)
+			vmc_ring_cons_every(&c->rx);
 	}
-	/*
-	 * An edge-triggered waiter (epoll's EPOLLET; io_uring's poll, which
-	 * is edge-triggered unless IORING_POLL_ADD_LEVEL) that finds data
-	 * unread wants a new edge for more, as TCP gives one per segment:
-	 * ask for an event on every commit until the reader drains the ring
-	 * (vmc_ring_cons_drained() in recvmsg()).  Not for level-triggered
-	 * poll(), select() and epoll, which look again anyway: for them it
-	 * would cost a cross-VM event per commit for nothing.
-	 */
-	if (st == VMCF_C_RING && READ_ONCE(c->rx_attached) &&
-	    (poll_requested_events(wait) & EPOLLET) &&
-	    vmc_ring_avail_peek(&c->rx) > 0)
-		vmc_ring_cons_every(&c->rx);
 	spin_unlock_bh(&c->poll_lock);
 	rcu_read_unlock();
 	return mask;

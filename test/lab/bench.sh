@@ -14,9 +14,9 @@
 # ping-pong --tcp -m 1024), TCP connect/request/response/close rate (crr crr), UDP stream (iperf3 -u
 # -b 0) and UDP request/response (sockperf ping-pong -m 64; in the xenvmc column only if
 # /proc/xenvmc/stats shows a udp counter). Plus memcpy bandwidth of one DomU vCPU (start, middle,
-# end) and the kernel's own copy bandwidth there (memcpy_bw kread/kwrite), `xl list` CPU seconds of every domain around each stream run, domu1's accelerated_total /
-# udp_tx_datagrams / fallback counters around every run (proof that xenvmc runs were accelerated and
-# netfront runs were not), and /proc/xenvmc/stats during one accelerated stream (ring/grant memory).
+# end) and the kernel's own copy bandwidth there (memcpy_bw kread/kwrite), `xl list` CPU seconds
+# of every domain around each stream run, domu1's accelerated_total / udp_tx_datagrams / fallback
+# counters around every run (proof that xenvmc runs were accelerated and netfront runs were not), and /proc/xenvmc/stats during one accelerated stream (ring/grant memory).
 #
 # Everything raw goes to $LAB_ARTIFACTS/raw/; test/lab/report.py turns it into the table, the SVG and
 # the ratio lines on the host. The integrity canary is paused during measurements, checked around.
