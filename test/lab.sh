@@ -355,7 +355,7 @@ cpu_args() {
         QEMU_ACCEL=(-accel kvm -cpu host)
         XEN_CPU_OPTS=""
     else
-        QEMU_ACCEL=(-accel tcg,thread=multi -cpu "${LAB_CPU:-max,-rdtscp,-vgif}")
+        QEMU_ACCEL=(-accel "tcg,thread=${LAB_TCG_THREAD:-multi}" -cpu "${LAB_CPU:-max,-rdtscp,-vgif}")
         XEN_CPU_OPTS="smap=0 smep=0 spec-ctrl=eager-fpu"
     fi
 }

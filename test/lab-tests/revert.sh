@@ -11,7 +11,8 @@
 #   2. rmmod vmc_front in domu1 under load (rmmod succeeds while sockets
 #      are open), then reloading accelerates new connections again
 #   3. xl save + xl restore of domu1 mid-transfer, REVERT_CYCLES times (a
-#      PVH domu1: xl migrate to localhost instead, the domid changes too)
+#      PVH domu1: xl migrate to localhost instead, the domid changes too;
+#      domu2 PVH as well: the even cycles migrate domu2)
 #      (domid changes each time): every connection survives, the pair is
 #      found again and a new connection is accelerated after each one
 #   3b. xl save -c (checkpoint: the suspend is cancelled, THAW) likewise
@@ -125,12 +126,12 @@ op=save; what="save/restore"
 if [ "$(cat /run/lab/type-domu1 2>/dev/null)" = pvh ] && [ "${LAB_REVERT_OP:-migrate}" = migrate ]; then
 	op=migrate; what="live migration"
 fi
-# one_cycle: save + restore (or migrate) domu1; prints what it took
+# one_cycle: save + restore domu1 (or migrate $mig); prints what it took
 one_cycle() {
 	local t0 t1 t2
 	t0=$(date +%s)
 	if [ $op = migrate ]; then
-		xl migrate -s '' domu1 'xl migrate-receive' > /tmp/migrate.log 2>&1 ||
+		xl migrate -s '' $mig 'xl migrate-receive' > /tmp/migrate.log 2>&1 ||
 			{ echo "xl migrate failed: $(tail -2 /tmp/migrate.log | tr '\n' ' ')"; return 1; }
 		echo "migration $(( $(date +%s) - t0 )) s"
 		return 0
@@ -149,11 +150,15 @@ for i in $(seq 1 "$cycles"); do
 		bad "$what $i: connections not accelerated before it"; continue
 	fi
 	sleep 3
-	id0=$(xl domid domu1)
+	# Both DomUs PVH: the even migrations move domu2, the servers' side.
+	mig=domu1
+	[ $op = migrate ] && [ "$(cat /run/lab/type-domu2 2>/dev/null)" = pvh ] &&
+		[ $((i % 2)) = 0 ] && mig=domu2
+	id0=$(xl domid $mig)
 	if ! took=$(one_cycle); then
 		bad "$what $i: $took"; break
 	fi
-	echo "  cycle $i: $took, domid $id0 -> $(xl domid domu1)"
+	echo "  cycle $i: $took, $mig domid $id0 -> $(xl domid $mig)"
 	check "$what $i: streams survived, intact both ways, nothing lost" result sr$i
 	check "$what $i: pair found again (channels up)" \
 		wait_until 60 is 'chan_up domu1 domu2 && chan_up domu2 domu1'
