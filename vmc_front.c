@@ -764,26 +764,45 @@ static void vmcf_rpool_unmap(struct vmcf_peer *p)
 			continue;
 		gnttab_set_unmap_op(&ops[k], vmcf_rpool_va(p, i),
 				    GNTMAP_host_map, p->rpool_handle[i]);
+		/* Still mapped unless Xen says otherwise (it may never run). */
+		ops[k].status = GNTST_general_error;
 		pages[k++] = vmcf_pv() ? NULL : p->rpool_page[i];
 	}
-	/* Without memory for the ops the frames stay mapped: leaked, not freed. */
 	if (k && vmcf_pv())
 		err = HYPERVISOR_grant_table_op(GNTTABOP_unmap_grant_ref, ops, k);
 	else if (k)
 		err = gnttab_unmap_refs(ops, NULL, pages, k);
-	for (i = 0; i < k; i++)
-		if (ops[i].status != GNTST_okay)
-			err = -EIO;
-	if (err)
-		pr_warn_ratelimited("peer %u: pool unmap failed: %d\n",
-				    p->domid, err);
-	atomic_sub(k, &vmcf_maps);
-	if (vmcf_pv() && p->rpool && k == p->rpool_mapped) {
-		vunmap(p->rpool);
-		p->rpool = NULL;
+	/* The ops went in page order: forget the handles Xen released. */
+	for (i = 0, k = 0; ops && pages && i < p->rpool_pages; i++) {
+		if (p->rpool_handle[i] == VMCF_NO_HANDLE)
+			continue;
+		if (ops[k++].status == GNTST_okay) {
+			p->rpool_handle[i] = VMCF_NO_HANDLE;
+			p->rpool_mapped--;
+			atomic_dec(&vmcf_maps);
+		}
 	}
-	if (p->rpool_page && k == p->rpool_mapped)
-		gnttab_free_pages(p->rpool_pages, p->rpool_page);
+	/*
+	 * A frame still mapped (no memory for the ops, or its unmap failed)
+	 * must never be reused: it is leaked.  Freed, a PVH guest would hand
+	 * it to the next grant map, which Xen answers with domain_crash();
+	 * xenbus_unmap_ring_hvm() leaks likewise.
+	 */
+	if (err || p->rpool_mapped)
+		pr_warn_ratelimited("peer %u: pool unmap failed (%d): %u pages leaked\n",
+				    p->domid, err, p->rpool_mapped);
+	/* A PV range that still holds frames is leaked with them. */
+	if (vmcf_pv() && p->rpool && !p->rpool_mapped)
+		vunmap(p->rpool);
+	p->rpool = NULL;
+	if (p->rpool_page && p->rpool_handle) {
+		/* The pages not (or no longer) mapped go back to the pool. */
+		for (i = 0, k = 0; i < p->rpool_pages; i++)
+			if (p->rpool_handle[i] == VMCF_NO_HANDLE)
+				p->rpool_page[k++] = p->rpool_page[i];
+		if (k)
+			gnttab_free_pages(k, p->rpool_page);
+	}
 	p->rpool_mapped = 0;
 	kvfree(ops);
 	kvfree(pages);
@@ -860,8 +879,13 @@ static int vmcf_rpool_map(struct vmcf_peer *p)
 	} else {
 		err = gnttab_map_refs(ops, NULL, p->rpool_page, n);
 	}
+	/*
+	 * Each op by its own status (set to 1 by gnttab_set_map_op(), so an
+	 * op Xen never ran is not taken for mapped): even if the call failed,
+	 * what did get mapped must be unmapped before its page is freed.
+	 */
 	for (i = 0; i < n; i++) {
-		if (!err && ops[i].status == GNTST_okay) {
+		if (ops[i].status == GNTST_okay) {
 			p->rpool_handle[i] = ops[i].handle;
 			p->rpool_mapped++;
 		} else {
@@ -869,8 +893,8 @@ static int vmcf_rpool_map(struct vmcf_peer *p)
 		}
 	}
 	atomic_add(p->rpool_mapped, &vmcf_maps);
-	if (p->rpool_mapped < n) {
-		err = -EIO;
+	if (err || p->rpool_mapped < n) {
+		err = err ?: -EIO;
 		goto out;
 	}
 	if (!vmcf_pv()) {
@@ -3752,15 +3776,19 @@ static irqreturn_t vmcf_interrupt(int irq, void *dev_id)
 
 static int vmcf_bind_irq(struct vmcf_peer *p, evtchn_port_t port)
 {
-	struct evtchn_close close = { .port = port };
 	int irq;
 
+	/*
+	 * On failure the port is not closed here: if request_irq() failed,
+	 * the kernel's unbind already closed it, and a second close could
+	 * hit the same number just given to another driver.  Only a failed
+	 * bind (no memory) leaves the port open: one port leaked, until the
+	 * domain goes away.
+	 */
 	irq = bind_evtchn_to_irqhandler_lateeoi(port, vmcf_interrupt, 0,
 						"xenvmc", p);
-	if (irq < 0) {
-		HYPERVISOR_event_channel_op(EVTCHNOP_close, &close);
+	if (irq < 0)
 		return irq;
-	}
 	p->port = port;
 	p->irq = irq;
 	atomic_inc(&vmcf_evtchns);
@@ -3850,12 +3878,17 @@ static void vmcf_chan_close(struct vmcf_peer *p)
 		gnttab_set_unmap_op(&unmap,
 				    vmcf_page_va(p->in_page),
 				    GNTMAP_host_map, p->in_handle);
+		unmap.status = GNTST_general_error;
 		if (gnttab_unmap_refs(&unmap, NULL, &p->in_page, 1) ||
-		    unmap.status != GNTST_okay)
-			pr_warn_ratelimited("peer %u: unmap failed: %d\n",
+		    unmap.status != GNTST_okay) {
+			/* Still mapped: leaked (see vmcf_rpool_unmap()). */
+			pr_warn_ratelimited("peer %u: unmap failed: %d: page leaked\n",
 					    p->domid, unmap.status);
+			p->in_page = NULL;
+		} else {
+			atomic_dec(&vmcf_maps);
+		}
 		p->mapped = false;
-		atomic_dec(&vmcf_maps);
 	}
 	if (p->in_page) {
 		gnttab_free_pages(1, &p->in_page);
@@ -3972,14 +4005,16 @@ static int vmcf_chan_connect(struct vmcf_peer *p, u32 gref, u32 port)
 	gnttab_set_map_op(&map, (unsigned long)va, GNTMAP_host_map, gref,
 			  p->domid);
 	err = gnttab_map_refs(&map, NULL, &p->in_page, 1);
-	if (err || map.status != GNTST_okay) {
+	if (map.status == GNTST_okay) {	/* unmapped by vmcf_chan_close() */
+		p->in_handle = map.handle;
+		p->mapped = true;
+		atomic_inc(&vmcf_maps);
+	}
+	if (err || !p->mapped) {
 		pr_warn_ratelimited("peer %u: cannot map grant %u: %d/%d\n",
 				    p->domid, gref, err, map.status);
 		return -EIO;
 	}
-	p->in_handle = map.handle;
-	p->mapped = true;
-	atomic_inc(&vmcf_maps);
 	err = vmc_ring_init(&p->in, va, va + VMC_CTRL_DATA_OFF,
 			    VMC_CTRL_DATA_SIZE, false);
 	if (err)
