@@ -9,7 +9,8 @@
 #
 #   1. tcp=0 written at run time in domu1 under load
 #   2. rmmod vmc_front in domu1 under load (rmmod succeeds while sockets
-#      are open), then reloading accelerates new connections again
+#      are open), then reloading accelerates new connections again; 2b.
+#      likewise after rmmod && insmod in one command, three times
 #   3. xl save + xl restore of domu1 mid-transfer, REVERT_CYCLES times (a
 #      PVH domu1: xl migrate to localhost instead, the domid changes too;
 #      domu2 PVH as well: the even cycles migrate domu2)
@@ -119,6 +120,18 @@ start re 7120 8
 check "reload: new connections accelerated" wait_until 30 is '[ "$(naccel domu1)" -ge 2 ]' ||
 	{ why_not domu1; why_not domu2; x domu1 'dmesg | grep xenvmc-front | tail -20' | sed 's/^/  dmesg: /'; }
 check "reload: streams intact" result re
+# 2b. rmmod and insmod in one breath, three times: Dom0's table may never
+# show the module gone; the channel must come back all the same
+for i in 1 2 3; do
+	x domu1 "rmmod vmc_front && insmod /lab/modules/\$(uname -r)/vmc_front.ko tcp=1 udp=1"
+	check "quick reload $i: channel up again" \
+		wait_until 60 is 'chan_up domu1 domu2 && chan_up domu2 domu1 && pools_up domu1 domu2 && pools_up domu2 domu1' ||
+		{ why_not domu1; why_not domu2; }
+done
+start qr 7130 5
+check "quick reload: new connections accelerated" wait_until 30 is '[ "$(naccel domu1)" -ge 2 ]' ||
+	{ why_not domu1; why_not domu2; }
+check "quick reload: streams intact" result qr
 
 # 3. save/restore cycles of domu1 mid-transfer; with a PVH domu1, localhost
 # live migrations instead (LAB_REVERT_OP=save keeps save/restore)
