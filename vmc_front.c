@@ -2390,7 +2390,14 @@ static void vmcf_close(struct sock *sk, long timeout)
 	atomic_dec(&vmcf_inside);
 }
 
-/* A child socket that was never accepted is freed here, not in close. */
+/*
+ * A child socket that was never accepted is freed here, not in close.  A
+ * REVERTING one (unload, suspend or tcp=0 moved it back) sends the CLOSE
+ * RST close() sends: a peer whose socket closed before it saw our REVERT
+ * keeps its slot for our CLOSE, and its own CLOSE, finding only our
+ * zombie, gets none in reply.  Any other peer took our REVERT first (the
+ * channel keeps order) and no longer knows the id.
+ */
 static void vmcf_destroy(struct sock *sk)
 {
 	const struct proto *base = vmcf_tcp_base(sk);
@@ -2401,7 +2408,8 @@ static void vmcf_destroy(struct sock *sk)
 	c = vmcf_conn_of(sk);
 	rcu_read_unlock();
 	if (c && c->sk == sk) {
-		if (c->state == VMCF_C_RING && READ_ONCE(c->peer))
+		if ((c->state == VMCF_C_RING ||
+		     c->state == VMCF_C_REVERTING) && READ_ONCE(c->peer))
 			vmcf_send_close(c->peer, c, VMC_CLOSE_RST);
 		vmcf_detach(sk, c);
 	}
@@ -2733,6 +2741,31 @@ static void vmcf_rx_offer(struct vmcf_peer *p,
 	vmcf_conn_put(found);
 }
 
+/*
+ * An ACCEPT for OFFERED @c that we do not take (wrong proof, bad ring);
+ * @sk, if still ours, locked.  Its sender thinks the ring is on and may
+ * read ours: it hears a CLOSE RST, resets its side and answers with its
+ * own CLOSE (vmcf_rx_close()), which frees our slot; until then the slot
+ * stays.  Without the CLOSE its slot would stay until the channel goes.
+ * Our socket goes back to TCP, where the peer's TCP reset follows.
+ */
+static void vmcf_accept_reject(struct vmcf_peer *p, struct vmcf_conn *c,
+			       struct sock *sk, u32 peer_conn,
+			       enum vmcf_fallback fb, const char *why)
+{
+	vmcf_conn_set_state(c, VMCF_C_PASS);
+	c->peer_id = peer_conn;
+	vmcf_send_close(p, c, VMC_CLOSE_RST);
+	c->why = why;
+	vmcf_count_fallback(fb);
+	if (sk && c->fin_deferred) {
+		c->fin_deferred = false;
+		vmcf_tcp_base(sk)->shutdown(sk, SEND_SHUTDOWN);
+	}
+	if (sk)
+		vmcf_untake(c, false);
+}
+
 static void vmcf_rx_accept(struct vmcf_peer *p,
 			   const struct vmc_msg_conn_accept *m)
 {
@@ -2757,23 +2790,11 @@ static void vmcf_rx_accept(struct vmcf_peer *p,
 	    le32_to_cpu(m->isn_accepter) != c->isn_remote) {
 		pr_warn_ratelimited("peer %u: wrong proof in ACCEPT: stays on TCP\n",
 				    p->domid);
-		/* It thinks the ring is on: reset its side; slot kept until then. */
-		c->peer_id = le32_to_cpu(m->peer_conn);
-		vmcf_send_close(p, c, VMC_CLOSE_RST);
-		vmcf_conn_set_state(c, VMCF_C_PASS);
-		c->why = "peer failed the ISN proof";
-		vmcf_count_fallback(VMCF_FB_AUTH);
-		if (sk && c->fin_deferred) {
-			c->fin_deferred = false;
-			vmcf_tcp_base(sk)->shutdown(sk, SEND_SHUTDOWN);
-		}
-		if (sk)
-			vmcf_untake(c, false);
+		vmcf_accept_reject(p, c, sk, le32_to_cpu(m->peer_conn),
+				   VMCF_FB_AUTH, "peer failed the ISN proof");
 	} else if (vmcf_attach_rx(p, c, &m->ring)) {
-		if (sk)
-			vmcf_conn_pass(c, VMCF_FB_REFUSED, "bad ring in accept");
-		else
-			vmcf_zombie_done(p, c);
+		vmcf_accept_reject(p, c, sk, le32_to_cpu(m->peer_conn),
+				   VMCF_FB_REFUSED, "bad ring in accept");
 	} else {
 		c->peer_id = le32_to_cpu(m->peer_conn);
 		c->rx_cut = le32_to_cpu(m->seq_cut);
@@ -2868,8 +2889,14 @@ static void vmcf_rx_revert(struct vmcf_peer *p,
 			c->why = "moved back to TCP by the peer";
 			vmcf_reverted_to_tcp(sk, c, le32_to_cpu(m->final));
 		} else {
+			/*
+			 * It reads our ring no more (its REVERT said so), but
+			 * keeps its own slot until our answer or CLOSE: try
+			 * the CLOSE, or that slot stays until the channel goes.
+			 */
 			vmcf_conn_kill(c, ECONNRESET, "cannot send REVERTED",
 				       false);
+			vmcf_send_close(p, c, VMC_CLOSE_RST);
 		}
 	} else if (sk && c->state == VMCF_C_REVERTING) {
 		/* Its answer, or its own REVERT crossing ours: same news. */
