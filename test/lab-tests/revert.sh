@@ -37,7 +37,14 @@ naccel() { x "$1" "grep -c ' accelerated ' /proc/xenvmc/connections"; }
 # why_not DOMU: after a failed "accelerated" check, what the DomU says about
 # it (non-zero fallback counters, its connections, its channels)
 why_not() {
-	x "$1" "awk '/^fallback_/ && \$2 != 0' /proc/xenvmc/stats; tail -8 /proc/xenvmc/connections; cat /proc/xenvmc/channels" | sed 's/^/  why: /'
+	x "$1" "awk '/^fallback_/ && \$2 != 0' /proc/xenvmc/stats; grep -E '^(accelerated_total|connections) ' /proc/xenvmc/stats; cat /proc/xenvmc/peers; tail -8 /proc/xenvmc/connections; cat /proc/xenvmc/channels" | sed "s/^/  why ($1): /"
+}
+# during a stream that should be accelerated: each side's connections as
+# they are, and Dom0's table (shown if the check after it fails)
+snap() {
+	local d
+	for d in domu1 domu2; do x $d "grep -v '^proto' /proc/xenvmc/connections" | sed "s/^/  now ($d): /"; done
+	cat /proc/xenvmc/domains 2>/dev/null | sed 's/^/  dom0: /'
 }
 # both ring pools of the pair mapped (channels view: rpool_ready, peer_ready)
 pools_up() { [ "$(x "$1" "awk -v d=$(xl domid "$2") '\$1 == d {print \$12 \$13}' /proc/xenvmc/channels")" = 11 ]; }
@@ -117,8 +124,9 @@ check "reload: channel up again" wait_until 60 is 'chan_up domu1 domu2 && chan_u
 check "reload: ring pools mapped again" wait_until 60 is 'pools_up domu1 domu2 && pools_up domu2 domu1' ||
 	{ why_not domu1; why_not domu2; }
 start re 7120 8
+sleep 2; snap > /tmp/snap.re
 check "reload: new connections accelerated" wait_until 30 is '[ "$(naccel domu1)" -ge 2 ]' ||
-	{ why_not domu1; why_not domu2; x domu1 'dmesg | grep xenvmc-front | tail -20' | sed 's/^/  dmesg: /'; }
+	{ cat /tmp/snap.re; why_not domu1; why_not domu2; x domu1 'dmesg | grep xenvmc-front | tail -20' | sed 's/^/  dmesg: /'; }
 check "reload: streams intact" result re
 # 2b. rmmod and insmod in one breath, three times: Dom0's table may never
 # show the module gone; the channel must come back all the same
@@ -128,9 +136,10 @@ for i in 1 2 3; do
 		wait_until 60 is 'chan_up domu1 domu2 && chan_up domu2 domu1 && pools_up domu1 domu2 && pools_up domu2 domu1' ||
 		{ why_not domu1; why_not domu2; }
 done
-start qr 7130 5
+start qr 7130 8
+sleep 2; snap > /tmp/snap.qr
 check "quick reload: new connections accelerated" wait_until 30 is '[ "$(naccel domu1)" -ge 2 ]' ||
-	{ why_not domu1; why_not domu2; }
+	{ cat /tmp/snap.qr; why_not domu1; why_not domu2; }
 check "quick reload: streams intact" result qr
 
 # 3. save/restore cycles of domu1 mid-transfer; with a PVH domu1, localhost
