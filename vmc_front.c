@@ -472,6 +472,9 @@ static const char * const vmcf_fb_name[] = {
 
 static atomic_long_t vmcf_fallbacks[VMCF_FB_NR];
 static atomic_long_t vmcf_accelerated = ATOMIC_LONG_INIT(0);
+/* TCP sockets the tracepoint saw become ESTABLISHED; of them, to non-peers. */
+static atomic_long_t vmcf_tcp_seen = ATOMIC_LONG_INIT(0);
+static atomic_long_t vmcf_tcp_not_peer = ATOMIC_LONG_INIT(0);
 static atomic_long_t vmcf_resets = ATOMIC_LONG_INIT(0);
 static atomic_long_t vmcf_reverted = ATOMIC_LONG_INIT(0);	/* back to TCP */
 static atomic_long_t vmcf_resent_bytes = ATOMIC_LONG_INIT(0);	/* ring -> TCP */
@@ -1580,12 +1583,16 @@ static void vmcf_state_probe(void *data, const struct sock *csk,
 		return;
 	vmcf_tuple_of(sk, &t);
 	fam = vmcf_fam(sk);
+	atomic_long_inc(&vmcf_tcp_seen);
 
 	rcu_read_lock();
 	c = NULL;
 	p = vmcf_peer_by_addr(&t);
-	if (!p)
-		goto out_free;		/* not a co-resident peer: not ours */
+	if (!p) {
+		/* Not a co-resident peer: not ours (counted, not listed). */
+		atomic_long_inc(&vmcf_tcp_not_peer);
+		goto out_free;
+	}
 	if (!READ_ONCE(tcp)) {
 		vmcf_count_fallback(VMCF_FB_DISABLED);
 		goto out_free;
@@ -4502,6 +4509,10 @@ static int vmcf_stats_show(struct seq_file *m, void *v)
 	seq_printf(m, "broken_channels %ld\n",
 		   atomic_long_read(&vmcf_broken_channels));
 	seq_printf(m, "tcp_enabled %d\n", READ_ONCE(tcp));
+	seq_printf(m, "tcp_established_seen %ld\n",
+		   atomic_long_read(&vmcf_tcp_seen));
+	seq_printf(m, "tcp_not_to_a_peer %ld\n",
+		   atomic_long_read(&vmcf_tcp_not_peer));
 	seq_printf(m, "connections %d\n", atomic_read(&vmcf_conns));
 	seq_printf(m, "accelerated_total %ld\n",
 		   atomic_long_read(&vmcf_accelerated));

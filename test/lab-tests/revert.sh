@@ -37,7 +37,7 @@ naccel() { x "$1" "grep -c ' accelerated ' /proc/xenvmc/connections"; }
 # why_not DOMU: after a failed "accelerated" check, what the DomU says about
 # it (non-zero fallback counters, its connections, its channels)
 why_not() {
-	x "$1" "awk '/^fallback_/ && \$2 != 0' /proc/xenvmc/stats; grep -E '^(accelerated_total|connections) ' /proc/xenvmc/stats; cat /proc/xenvmc/peers; tail -8 /proc/xenvmc/connections; cat /proc/xenvmc/channels" | sed "s/^/  why ($1): /"
+	x "$1" "awk '/^fallback_/ && \$2 != 0' /proc/xenvmc/stats; grep -E '^(tcp_established_seen|tcp_not_to_a_peer|accelerated_total|connections) ' /proc/xenvmc/stats; cat /proc/xenvmc/peers; tail -8 /proc/xenvmc/connections; cat /proc/xenvmc/channels" | sed "s/^/  why ($1): /"
 }
 # during a stream that should be accelerated: each side's connections as
 # they are, and Dom0's table (shown if the check after it fails)
