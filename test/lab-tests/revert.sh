@@ -114,7 +114,7 @@ sleep 5
 t0=$(date +%s.%N)
 check "rmmod vmc_front in domu1 under load succeeds" x domu1 rmmod vmc_front
 t1=$(date +%s.%N)
-echo "  rmmod took $(echo "$t0 $t1" | awk '{printf "%.2f", $2 - $1}') s (incl. ssh)"
+echo "  rmmod took $(echo "$t0 $t1" | awk '{printf "%.2f", $2 - $1}') s (incl. ssh); domu1: $(x domu1 "dmesg | grep -o 'unloaded in .*' | tail -1")"
 check "rmmod: streams intact both ways, nothing lost, no reset" result rm
 LAB_FRONT_PARAMS="tcp=1 udp=1" lab-load front domu1 > /dev/null
 check "reload: channel up again" wait_until 60 is 'chan_up domu1 domu2 && chan_up domu2 domu1'
