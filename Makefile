@@ -124,7 +124,8 @@ check:
 migrate: deps modules-all
 	LAB_DOMU_TYPE=pvh LAB_SUITE="revert.sh migrate.sh" \
 	LAB_REVERT_CYCLES=$${LAB_REVERT_CYCLES:-20} LAB_RETRIES=$${LAB_RETRIES:-2} \
-	LAB_TEST_TIMEOUT=$${LAB_TEST_TIMEOUT:-4800} LAB_TIMEOUT=$${LAB_TIMEOUT:-6000} \
+	LAB_ONE_TIMEOUT=$${LAB_ONE_TIMEOUT:-3600} LAB_TEST_TIMEOUT=$${LAB_TEST_TIMEOUT:-5400} \
+	LAB_TIMEOUT=$${LAB_TIMEOUT:-6600} \
 	test/lab.sh run test/lab-tests/suite.sh test/lab-tests/*.sh
 
 endif
