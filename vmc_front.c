@@ -77,6 +77,7 @@
 #include <linux/tracepoint.h>
 #include <linux/refcount.h>
 #include <net/sock.h>
+#include <net/busy_poll.h>
 #include <net/tcp.h>
 #include <net/inet_common.h>
 #include <net/inet_connection_sock.h>
@@ -271,6 +272,7 @@ struct vmcf_peer {
 	bool dg_stalled;		/* it expired: drop, not queue, until room */
 
 	unsigned long msgs_in, msgs_out, bad_msgs, events;
+	atomic_long_t notifies;		/* events we sent it */
 #ifdef VMCF_EVIL
 	bool evil_deaf;			/* test build: read nothing of it */
 #endif
@@ -487,6 +489,8 @@ static atomic_long_t vmcf_udp_rx_nomem = ATOMIC_LONG_INIT(0);	/* dropped */
 static atomic_long_t vmcf_udp_rx_unknown = ATOMIC_LONG_INIT(0);	/* not ours */
 static atomic_long_t vmcf_udp_bad = ATOMIC_LONG_INIT(0);	/* broke channel */
 static atomic_long_t vmcf_udp_to_net = ATOMIC_LONG_INIT(0);	/* too big, GSO */
+/* Busy-polling reads (SO_BUSY_POLL, busy_read) whose spin saw the data. */
+static atomic_long_t vmcf_busy_poll_hits = ATOMIC_LONG_INIT(0);
 
 static void vmcf_count_fallback(enum vmcf_fallback why)
 {
@@ -497,8 +501,10 @@ static void vmcf_count_fallback(enum vmcf_fallback why)
 
 static void vmcf_notify(struct vmcf_peer *p)
 {
-	if (p->irq >= 0)
+	if (p->irq >= 0) {
+		atomic_long_inc(&p->notifies);
 		notify_remote_via_irq(p->irq);
+	}
 }
 
 /*
@@ -1836,6 +1842,32 @@ static bool vmcf_tcp_wakeup(struct sock *sk, struct vmcf_conn *c)
 	       sk_stream_memory_free(sk);
 }
 
+/*
+ * Busy polling, asked for as on TCP (SO_BUSY_POLL, or the net.core.busy_read
+ * sysctl when the socket was made): spin on the ring up to sk_ll_usec
+ * before asking for an event and sleeping.  TCP spins on a NIC's queue;
+ * we spin on the peer's commits.  Until the reader asks for an event
+ * (vmc_ring_cons_wait()), a commit sends none, so an answer that comes
+ * within the budget costs neither side a hypercall and this side no
+ * halted-vCPU wake-up, which is most of a round trip between DomUs.
+ * Socket lock not held, as tcp_recvmsg()'s sk_busy_loop(): the ring is
+ * looked at only through vmcf_rx_wakeup() (under RCU).
+ */
+static void vmcf_busy_poll(struct sock *sk, struct vmcf_conn *c)
+{
+#ifdef CONFIG_NET_RX_BUSY_POLL
+	unsigned long start = busy_loop_current_time();
+
+	while (!vmcf_rx_wakeup(sk, c)) {
+		if (need_resched() || signal_pending(current) ||
+		    sk_busy_loop_timeout(sk, start))
+			return;
+		cpu_relax();
+	}
+	atomic_long_inc(&vmcf_busy_poll_hits);
+#endif
+}
+
 static int vmcf_do_recvmsg(struct sock *sk, struct msghdr *msg, size_t len,
 			   int flags, int *addr_len)
 {
@@ -1844,7 +1876,7 @@ static int vmcf_do_recvmsg(struct sock *sk, struct msghdr *msg, size_t len,
 	struct vmcf_conn *c;
 	int copied = 0, ret, target;
 	u32 seg, n, done, got, room;
-	bool notify, fault = false, to_tcp = false;
+	bool notify, fault = false, to_tcp = false, polled = false;
 	long timeo, avail;
 	u8 *ptr;
 
@@ -2003,10 +2035,19 @@ wait:
 				copied = sock_intr_errno(timeo);
 			break;
 		}
-		/* Ask for an event, then look again before sleeping. */
-		if (c->state == VMCF_C_RING && !room &&
-		    vmc_ring_cons_wait(&c->rx) != 0)
-			continue;
+		if (c->state == VMCF_C_RING && !room) {
+			/* Once a call, if asked: spin before the event. */
+			if (!polled && sk_can_busy_loop(sk)) {
+				polled = true;
+				release_sock(sk);
+				vmcf_busy_poll(sk, c);
+				lock_sock(sk);
+				continue;
+			}
+			/* Ask for an event, then look again before sleeping. */
+			if (vmc_ring_cons_wait(&c->rx) != 0)
+				continue;
+		}
 		add_wait_queue(sk_sleep(sk), &wait);
 		sk_wait_event(sk, &timeo, vmcf_rx_wakeup(sk, c), &wait);
 		remove_wait_queue(sk_sleep(sk), &wait);
@@ -4433,7 +4474,7 @@ static int vmcf_channels_show(struct seq_file *m, void *v)
 {
 	struct vmcf_peer *p;
 
-	seq_puts(m, "domid state irq port out_prod out_cons in_prod in_cons backlog rpool_got rpool_pages rpool_ready peer_ready msgs_in msgs_out events\n");
+	seq_puts(m, "domid state irq port out_prod out_cons in_prod in_cons backlog rpool_got rpool_pages rpool_ready peer_ready msgs_in msgs_out events notifies\n");
 	mutex_lock(&vmcf_lock);
 	list_for_each_entry(p, &vmcf_peers, list) {
 		seq_printf(m, "%u %s %d %u ", p->domid,
@@ -4448,10 +4489,11 @@ static int vmcf_channels_show(struct seq_file *m, void *v)
 				   le32_to_cpu(READ_ONCE(p->in.hdr->cons)));
 		else
 			seq_puts(m, "- - ");
-		seq_printf(m, "%u %u %u %d %d %lu %lu %lu\n", p->backlog_len,
-			   p->rpool_got, p->rpool_pages, READ_ONCE(p->rpool_ready),
-			   READ_ONCE(p->peer_ready), p->msgs_in, p->msgs_out,
-			   p->events);
+		seq_printf(m, "%u %u %u %d %d %lu %lu %lu %ld\n",
+			   p->backlog_len, p->rpool_got, p->rpool_pages,
+			   READ_ONCE(p->rpool_ready), READ_ONCE(p->peer_ready),
+			   p->msgs_in, p->msgs_out, p->events,
+			   atomic_long_read(&p->notifies));
 	}
 	mutex_unlock(&vmcf_lock);
 	return 0;
@@ -4513,6 +4555,8 @@ static int vmcf_stats_show(struct seq_file *m, void *v)
 		   atomic_long_read(&vmcf_tcp_seen));
 	seq_printf(m, "tcp_not_to_a_peer %ld\n",
 		   atomic_long_read(&vmcf_tcp_not_peer));
+	seq_printf(m, "busy_poll_hits %ld\n",
+		   atomic_long_read(&vmcf_busy_poll_hits));
 	seq_printf(m, "connections %d\n", atomic_read(&vmcf_conns));
 	seq_printf(m, "accelerated_total %ld\n",
 		   atomic_long_read(&vmcf_accelerated));

@@ -67,7 +67,7 @@ else
 	# a 60 s ping-pong): the whole run (boot included) and the suite get
 	# their limits, inside CI's 90 min.
 	export LAB_TEST_TIMEOUT=${LAB_TEST_TIMEOUT:-4300} LAB_TIMEOUT=${LAB_TIMEOUT:-4800}
-	export LAB_TCPSEM_PAIRS=${LAB_TCPSEM_PAIRS:-v4-12 v4-21}
+	export LAB_TCPSEM_PAIRS=${LAB_TCPSEM_PAIRS:-v4-12 b4-21}
 	export LAB_STRESS_PP_SECS=${LAB_STRESS_PP_SECS:-60}
 	counted lab test/out/lab.log test/lab.sh run test/lab-tests/suite.sh test/lab-tests/*.sh
 fi

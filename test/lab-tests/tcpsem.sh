@@ -14,8 +14,11 @@
 # run-time switch (echo 0/1 > /sys/module/vmc_front/parameters/tcp) is checked:
 # the DomUs must stay responsive and a later round must complete.
 #   rounds: server domu2 / client domu1 (IPv4), server domu1 / client domu2
-#   (IPv4), server domu2 / client domu1 (IPv6); LAB_TCPSEM_PAIRS picks them
-#   (default "v4-12 v4-21 v6-12"; `make check` runs the two IPv4 ones)
+#   (IPv4), server domu2 / client domu1 (IPv6), and b4-21: server domu1 /
+#   client domu2 (IPv4) with net.core.busy_read=1000 us in both DomUs, both
+#   rounds (TCP busy-polls netfront's queue, XenVMC spins on the ring before
+#   it sleeps: the spin must not change what the checks see); LAB_TCPSEM_PAIRS
+#   picks them (default "v4-12 v4-21 v6-12"; `make check` runs v4-12 b4-21)
 pass=0; fail=0
 ok()  { echo "PASS: $*"; pass=$((pass + 1)); }
 bad() { echo "FAIL: $*"; fail=$((fail + 1)); }
@@ -75,15 +78,25 @@ compare() {
 
 # one pair of rounds (fast path off, then on) and the comparison
 pair() {
-	local tag=$1 srv=$2 cli=$3 addr=$4 acc0 acc1 fb
+	local tag=$1 srv=$2 cli=$3 addr=$4 acc0 acc1 fb h0 h1 d
+	for d in domu1 domu2; do x $d "sysctl -qw net.core.busy_read=${BUSY:-0}"; done
 	check "$tag: vmc_front reloaded with tcp=0, channels up" load_tcp 0
 	acc0=$(stat_of "$cli" accelerated_total)
 	check "$tag: sockcheck over plain TCP completed" run "$tag-tcp" "$srv" "$cli" "$addr"
 	check "$tag: nothing accelerated with tcp=0" is '[ "$(stat_of "$cli" accelerated_total)" = "$acc0" ]'
 	check "$tag: vmc_front reloaded with tcp=1, channels up" load_tcp 1
 	acc0=$(stat_of "$cli" accelerated_total)
+	h0=$(( $(stat_of "$cli" busy_poll_hits) + $(stat_of "$srv" busy_poll_hits) ))
 	check "$tag: sockcheck over XenVMC completed" run "$tag-vmc" "$srv" "$cli" "$addr"
 	acc1=$(stat_of "$cli" accelerated_total)
+	h1=$(( $(stat_of "$cli" busy_poll_hits) + $(stat_of "$srv" busy_poll_hits) ))
+	echo "$tag: busy_poll_hits in $cli and $srv grew by $((h1 - h0))"
+	if [ "${BUSY:-0}" = 0 ]; then
+		check "$tag: no read spun (busy_read 0)" is '[ $((h1 - h0)) = 0 ]'
+	else
+		check "$tag: reads found data while spinning (busy_poll_hits grew)" is '[ $((h1 - h0)) -gt 0 ]'
+	fi
+	for d in domu1 domu2; do x $d "sysctl -qw net.core.busy_read=0"; done
 	fb=$(x "$cli" "grep -E '^(fallback|resets)' /proc/xenvmc/stats | awk '\$2 != 0' | tr '\n' ' '")
 	echo "$tag: accelerated_total in $cli grew by $((acc1 - acc0)) (connections made: $((nchecks + 1))); non-zero fallback/reset counters: ${fb:-none}"
 	check "$tag: the XenVMC round was accelerated" is '[ "$acc1" -gt "$acc0" ]'
@@ -103,6 +116,7 @@ for p in ${LAB_TCPSEM_PAIRS:-v4-12 v4-21 v6-12}; do
 	v4-12) pair "v4 domu1->domu2" domu2 domu1 10.99.0.12 ;;
 	v4-21) pair "v4 domu2->domu1" domu1 domu2 10.99.0.11 ;;
 	v6-12) pair "v6 domu1->domu2" domu2 domu1 fd99::12 ;;
+	b4-21) BUSY=1000 pair "v4 busy_read domu2->domu1" domu1 domu2 10.99.0.11 ;;
 	*) bad "LAB_TCPSEM_PAIRS: unknown pair $p" ;;
 	esac
 done

@@ -11,7 +11,8 @@
 # Each figure LAB_BENCH_RUNS times per column (default 3), LAB_BENCH_SECS seconds each (default 5),
 # columns round-robin: iperf3 TCP stream with -l 64 B .. 64 KiB (powers of 4), TCP request/response
 # 1 B (crr rr: a sockperf message carries its own header, so it cannot be 1 byte) and 1 KiB (sockperf
-# ping-pong --tcp -m 1024), TCP connect/request/response/close rate (crr crr), UDP stream (iperf3 -u
+# ping-pong --tcp -m 1024), the 1 B request/response again with net.core.busy_read=LAB_BENCH_BUSY_READ
+# us (default 100; 0 skips it) in both DomUs, TCP connect/request/response/close rate (crr crr), UDP stream (iperf3 -u
 # -b 0) and UDP request/response (sockperf ping-pong -m 64; in the xenvmc column only if
 # /proc/xenvmc/stats shows a udp counter). Plus memcpy bandwidth of one DomU vCPU (start, middle,
 # end) and the kernel's own copy bandwidth there (memcpy_bw kread/kwrite), `xl list` CPU seconds
@@ -25,6 +26,7 @@ T=${LAB_BENCH_SECS:-5}
 N=${LAB_BENCH_RUNS:-3}
 SIZES=${LAB_BENCH_SIZES:-"64 256 1024 4096 16384 65536"}
 COLUMNS=${LAB_BENCH_COLUMNS:-"netfront xenvmc loopback"}
+BUSY=${LAB_BENCH_BUSY_READ:-100}	# us; 0: no busy-polling row
 A=domu1 B=domu2
 A_IP=$(getent ahostsv4 $A | awk 'NR == 1 {print $1}'); A_IP=${A_IP:-10.99.0.11}
 B_IP=$(getent ahostsv4 $B | awk 'NR == 1 {print $1}'); B_IP=${B_IP:-10.99.0.12}
@@ -53,6 +55,7 @@ fi
     echo "runs $N"
     echo "sizes $SIZES"
     echo "columns $COLUMNS"
+    echo "busy_read $BUSY"
 } > "$RAW/meta.txt"
 
 for d in $A $B; do
@@ -109,9 +112,12 @@ order() {	# order ROUND: the columns in this round's order
     echo $out
 }
 # one FILE CMD: one run in domu1, appended to FILE: the accelerated_total / udp_tx_datagrams /
-# fallback counters of domu1 before (@@S0) and after (@@S1), the output between @@RUN and @@RC.
+# busy_poll_hits / fallback counters of domu1 before (@@S0) and after (@@S1), and the events it took
+# and sent over all its channels (columns events, notifies of /proc/xenvmc/channels); the output
+# between @@RUN and @@RC.
 one() {
-    local s="grep -E '^(accelerated_total|udp_tx_datagrams|fallback_)' /proc/xenvmc/stats 2>/dev/null | tr '\n' ' '"
+    local s="grep -E '^(accelerated_total|udp_tx_datagrams|busy_poll_hits|fallback_)' /proc/xenvmc/stats 2>/dev/null | tr '\n' ' '"
+    s="$s; awk 'NR > 1 {e += \$16; n += \$17} END {print \"events_in\", e + 0, \"events_out\", n + 0}' /proc/xenvmc/channels 2>/dev/null"
     x $A "echo @@S0 \$($s); echo @@RUN; timeout -k 5 $((T + 30)) $2 2>&1; echo @@RC \$?; echo @@S1 \$($s)" >> "$1"
 }
 start_servers() {	# start_servers HOST PORTBASE: iperf3, sockperf TCP, sockperf UDP, crr
@@ -130,7 +136,7 @@ memcpy_run() {	# also the kernel's own copies (pread/pwrite of a memfd): what Xe
     x $A "/tmp/memcpy_bw 3 65536 kwrite" >> "$RAW/kwrite-$A.txt" 2>&1
     /lab/files/memcpy_bw 3 65536 >> "$RAW/memcpy-dom0.txt" 2>&1
 }
-# measure NAME FILE 'CMD' (@DST@, @P0@..@P3@ filled in per column): N rounds over the columns,
+# measure NAME FILE 'CMD' (@DST@, @P0@..@P4@ filled in per column): N rounds over the columns,
 # appended to $RAW/FILE-COLUMN.txt
 measure() {
     local name=$1 f=$2 cmd=$3 r c run
@@ -141,7 +147,7 @@ measure() {
             mode $c
             run=${cmd//@DST@/$(dst_of $c)}; run=${run//@P0@/$(port_of $c)}
             run=${run//@P1@/$(( $(port_of $c) + 1 ))}; run=${run//@P2@/$(( $(port_of $c) + 2 ))}
-            run=${run//@P3@/$(( $(port_of $c) + 3 ))}
+            run=${run//@P3@/$(( $(port_of $c) + 3 ))}; run=${run//@P4@/$(( $(port_of $c) + 4 ))}
             [ "${f%%-*}" = stream ] && xl list > "$RAW/cpu-$c-$f-$r-a.txt"
             one "$RAW/$f-$c.txt" "$run"
             [ "${f%%-*}" = stream ] && xl list > "$RAW/cpu-$c-$f-$r-b.txt"
@@ -171,6 +177,17 @@ if [[ " $COLUMNS " = *" xenvmc "* ]]; then
     sleep 2
 fi
 measure "TCP request/response 1 B (crr rr)" rr1 "/tmp/crr rr @DST@ @P3@ $T 1"
+if [ "$BUSY" != 0 ]; then
+    # busy_read is read when a socket is made: set it, then start a crr server whose listener (and
+    # so every accepted socket) has it; the client's socket is made per run.
+    for d in $A $B; do x $d "sysctl -qw net.core.busy_read=$BUSY"; done
+    for c in $COLUMNS; do
+        x $(srv_of $c) "/tmp/crr server $(( $(port_of $c) + 4 )) -d >> /tmp/bench-srv.pids"
+    done
+    sleep 1
+    measure "TCP request/response 1 B, net.core.busy_read=$BUSY (crr rr)" rr1busy "/tmp/crr rr @DST@ @P4@ $T 1"
+    for d in $A $B; do x $d "sysctl -qw net.core.busy_read=0"; done
+fi
 measure "TCP request/response 1 KiB (sockperf ping-pong --tcp -m 1024)" rr1k "sockperf pp --tcp -i @DST@ -p @P1@ -t $T -m 1024"
 measure "TCP connect/request/response/close rate (crr crr)" crr "/tmp/crr crr @DST@ @P3@ $T 1"
 measure "UDP stream (iperf3 -u -b 0)" udp "iperf3 -c @DST@ -p @P0@ -u -b 0 -t $T -J"

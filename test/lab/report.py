@@ -174,7 +174,7 @@ def main():
     nruns = int(meta.get("runs", 3))
     files = {  # group: [(file prefix, expected accelerated connections per run or None)]
         "stream": [("stream-%s" % s, 2) for s in sizes],  # iperf3: control + data connection
-        "rr": [("rr1", 1), ("rr1k", 1)],
+        "rr": [("rr1", 1), ("rr1k", 1), ("rr1busy", 1)],
         "crr": [("crr", "count")],
         "udp": [("udp", 1), ("udp16", 1), ("udprr", None)],  # iperf3 -u still opens its TCP control connection
     }
@@ -233,6 +233,8 @@ def main():
                   for s in sizes} for c in cols}
     rr1 = {c: Fig(crr_runs(P("rr1-%s.txt" % c), "lat"), "us", "low") for c in cols}
     rr1k = {c: Fig(sockperf_runs(P("rr1k-%s.txt" % c)), "us", "low") for c in cols}
+    busy = meta.get("busy_read", "0")
+    rr1busy = {c: Fig(crr_runs(P("rr1busy-%s.txt" % c), "lat"), "us", "low") for c in cols}
     crr = {c: Fig(crr_runs(P("crr-%s.txt" % c), "rate"), "conn/s") for c in cols}
     udp_na = {c: (read(P("udp-%s.txt" % c)) or "").strip() == "udp n/a" for c in cols}
     udp = {c: Fig([r[0] * 8 * 2**20 / 1e6 for r in iperf_runs(P("udp-%s.txt" % c))], "Mbit/s") for c in cols}
@@ -276,6 +278,8 @@ def main():
     R["tcp_stream_16k_vs_netfront"] = ratio(xs, med(stream["netfront"][s16])) if "netfront" in cols else None
     rr_ok = x_ok and accel_ok("rr")
     R["tcp_rr_1b_latency_netfront_over_xenvmc"] = ratio(med(rr1["netfront"]), med(rr1["xenvmc"])) if rr_ok and "netfront" in cols else None
+    R["tcp_rr_1b_busy_read_latency_netfront_over_xenvmc"] = (
+        ratio(med(rr1busy["netfront"]), med(rr1busy["xenvmc"])) if rr_ok and busy != "0" and "netfront" in cols else None)
     R["tcp_rr_1k_latency_netfront_over_xenvmc"] = ratio(med(rr1k["netfront"]), med(rr1k["xenvmc"])) if rr_ok and "netfront" in cols else None
     R["tcp_crr_xenvmc_over_netfront"] = ratio(med(crr["xenvmc"]), med(crr["netfront"])) if x_ok and accel[("crr")][0] in ("yes", "partly") and "netfront" in cols else None
     if x_ok and not udp_na["xenvmc"] and accel["udp"][0] == "yes" and "netfront" in cols:
@@ -334,6 +338,9 @@ def main():
     for s in sizes:
         row("TCP stream, iperf3 -l %s" % size_name(s), {c: stream[c][s] for c in cols}, "stream")
     row("TCP request/response 1 B, one-way avg (crr rr)", rr1, "rr", inverse=True)
+    if busy != "0":
+        row("TCP request/response 1 B, net.core.busy_read=%s us, one-way avg (crr rr)" % busy, rr1busy, "rr",
+            inverse=True)
     row("TCP request/response 1 KiB, one-way avg (sockperf --tcp -m 1024)", rr1k, "rr", inverse=True)
     row("TCP connect/request/response/close rate, 1 B (crr)", crr, "crr", fmt="%.0f")
     na = {c: "n/a (UDP fast path not implemented)" for c in cols if udp_na[c]}
@@ -408,6 +415,16 @@ def main():
                 continue
             L.append("- %s: `accelerated_total` in domu1 grew by %d over the XenVMC runs, which opened %d "
                      "connections: %s" % (names[g], d, exp, st))
+        for prefix, what in (("rr1", "1 B request/response"),
+                             ("rr1busy", "1 B request/response, busy_read=%s us" % busy)):
+            ev = [(d, re.search(r"count=(\d+)", t)) for d, t in counter_runs(P("%s-xenvmc.txt" % prefix))]
+            n = sum(int(m.group(1)) for _d, m in ev if m)
+            if n and any("events_in" in d for d, _m in ev):
+                L.append("- %s: domu1 (the client) took %.2f events and sent %.2f per exchange; its reads "
+                         "found the answer while spinning %d times (`busy_poll_hits`) in %d exchanges" % (
+                             what, sum(d.get("events_in", 0) for d, _m in ev) / n,
+                             sum(d.get("events_out", 0) for d, _m in ev) / n,
+                             sum(d.get("busy_poll_hits", 0) for d, _m in ev), n))
         if fallbacks:
             L.append("- fallbacks to plain TCP during the XenVMC runs (domu1): " +
                      ", ".join("`%s` +%d" % kv_ for kv_ in sorted(fallbacks.items())))
@@ -478,6 +495,10 @@ def main():
     if r is not None:
         L.append("| (not a target) XenVMC 16 KiB stream / the kernel's slower copy (%s MiB/s), "
                  "the copies XenVMC makes | %sx | - |" % ("%.0f" % kcopy, fmt_ratio(r)))
+    r = R.get("tcp_rr_1b_busy_read_latency_netfront_over_xenvmc")
+    if r is not None:
+        L.append("| (not a target: both columns spin) XenVMC 1 B request/response latency with net.core.busy_read=%s "
+                 "us, netfront / XenVMC | %sx | - |" % (busy, fmt_ratio(r)))
     r = R.get("tcp_stream_16k_vs_netfront")
     L.append("| the seed's hardware claim: 8-9x netfront throughput | %s | %s |" % (
         fmt_ratio(r) + ("x" if r is not None else ""),
