@@ -2962,20 +2962,29 @@ static void vmcf_rx_revert(struct vmcf_peer *p,
  * rx ring.  The peer's tasklet or work item, conn_lock held.  The peer's
  * pool stays mapped until both are stopped (vmcf_chan_close()).
  */
-static bool vmcf_conn_moved(struct vmcf_conn *c)
+#define VMCF_MOVED_TX	1	/* room: writers (sk_write_space) */
+#define VMCF_MOVED_RX	2	/* data: readers (sk_data_ready) */
+
+static unsigned int vmcf_conn_moved(struct vmcf_conn *c)
 {
 	u32 now[4] = {
 		le32_to_cpu(READ_ONCE(c->tx.hdr->cons)),
 		le32_to_cpu(READ_ONCE(c->tx.hdr->cons_flags)),
 	};
-	bool moved;
+	unsigned int moved = 0;
 
 	/* Pairs with smp_store_release() of rx_attached: c->rx is set up. */
 	if (smp_load_acquire(&c->rx_attached)) {
 		now[2] = le32_to_cpu(READ_ONCE(c->rx.hdr->prod));
 		now[3] = le32_to_cpu(READ_ONCE(c->rx.hdr->prod_flags));
 	}
-	moved = memcmp(now, c->seen, sizeof(now)) != 0;
+	if (now[0] != c->seen[0])
+		moved |= VMCF_MOVED_TX;
+	if (now[2] != c->seen[2])
+		moved |= VMCF_MOVED_RX;
+	/* A flag (EOF, CLOSED) is news for readers, writers and poll(). */
+	if (now[1] != c->seen[1] || now[3] != c->seen[3])
+		moved |= VMCF_MOVED_TX | VMCF_MOVED_RX;
 	memcpy(c->seen, now, sizeof(now));
 	return moved;
 }
@@ -2992,30 +3001,49 @@ static bool vmcf_conn_moved(struct vmcf_conn *c)
  * our earlier look saw it and its wake found the sleeper queued or the
  * sleeper's re-check found the move.  EOF and CLOSED are set before an
  * unconditional notify, and CLOSED also comes with a CLOSE message.
+ * Readers wait for rx (data, EOF) and writers for tx (room, CLOSED), so
+ * each is woken for its own ring: a request/response wakes its reader
+ * once, not also through sk_write_space().
+ *
+ * One conn_lock hold scans up to VMCF_WAKE_BATCH sockets to wake (the
+ * pool has 32 slots; a lock round trip per slot cost more than the
+ * wake-up itself in the emulated lab), which are woken after it.
  */
+#define VMCF_WAKE_BATCH	8
+
 static bool vmcf_wake_conns(struct vmcf_peer *p, bool all)
 {
+	struct sock *sks[VMCF_WAKE_BATCH];
+	u8 why[VMCF_WAKE_BATCH];
+	unsigned int i = 0, n, k, m;
 	struct vmcf_conn *c;
-	struct sock *sk;
-	bool moved = false, m;
-	unsigned int i;
+	bool moved = false;
 
-	for (i = 0; p->conns && i < p->pool_slots; i++) {
+	while (p->conns && i < p->pool_slots) {
+		n = 0;
 		spin_lock_bh(&p->conn_lock);
-		c = p->conns[i];
-		sk = c ? c->sk : NULL;
-		m = sk && vmcf_conn_moved(c);
-		if (sk && (m || all))
-			sock_hold(sk);
-		else
-			sk = NULL;
+		for (; i < p->pool_slots && n < VMCF_WAKE_BATCH; i++) {
+			c = p->conns[i];
+			if (!c || !c->sk)
+				continue;
+			m = vmcf_conn_moved(c);
+			moved |= m != 0;
+			if (all)
+				m = VMCF_MOVED_TX | VMCF_MOVED_RX;
+			if (!m)
+				continue;
+			sock_hold(c->sk);
+			sks[n] = c->sk;
+			why[n++] = m;
+		}
 		spin_unlock_bh(&p->conn_lock);
-		moved |= m;
-		if (!sk)
-			continue;
-		sk->sk_data_ready(sk);
-		sk->sk_write_space(sk);
-		sock_put(sk);
+		for (k = 0; k < n; k++) {
+			if (why[k] & VMCF_MOVED_RX)
+				sks[k]->sk_data_ready(sks[k]);
+			if (why[k] & VMCF_MOVED_TX)
+				sks[k]->sk_write_space(sks[k]);
+			sock_put(sks[k]);
+		}
 	}
 	return moved;
 }
