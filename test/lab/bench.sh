@@ -134,6 +134,10 @@ memcpy_run() {	# also the kernel's own copies (pread/pwrite of a memfd): what Xe
     x $A "/tmp/memcpy_bw 3 65536" >> "$RAW/memcpy-$A.txt" 2>&1
     x $A "/tmp/memcpy_bw 3 65536 kread" >> "$RAW/kread-$A.txt" 2>&1
     x $A "/tmp/memcpy_bw 3 65536 kwrite" >> "$RAW/kwrite-$A.txt" 2>&1
+    # one system call per 16 KiB, as iperf3 -l 16384 makes: the most a one-copy-per-side stream
+    # of 16 KiB writes could reach here, before any socket work
+    x $A "/tmp/memcpy_bw 3 16384 kread" >> "$RAW/kread16k-$A.txt" 2>&1
+    x $A "/tmp/memcpy_bw 3 16384 kwrite" >> "$RAW/kwrite16k-$A.txt" 2>&1
     /lab/files/memcpy_bw 3 65536 >> "$RAW/memcpy-dom0.txt" 2>&1
 }
 # measure NAME FILE 'CMD' (@DST@, @P0@..@P4@ filled in per column): N rounds over the columns,

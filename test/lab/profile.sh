@@ -1,5 +1,5 @@
 #!/bin/bash
-# Where the CPU goes in a 16 KiB TCP stream (the copy-limit target of issues 5 and 9): a
+# Where the CPU goes in a 16 KiB TCP stream (LAB_PROFILE_LOAD=rr: in a 1 B request/response) (the copy-limit target of issues 5 and 9): a
 # diagnostic, not a test.  Runs in Dom0 of a lab whose image has perf:
 #
 #   LAB_PACKAGES=linux-perf test/lab.sh run test/lab/profile.sh
@@ -33,6 +33,12 @@ sleep 3
 lab-canary pause > /dev/null 2>&1
 x $B 'iperf3 -s -D -p 5400; iperf3 -s -D -p 5401'
 x $A 'iperf3 -s -D -p 5402'
+LOAD=${LAB_PROFILE_LOAD:-stream}
+if [ "$LOAD" = rr ]; then
+	for d in $A $B; do lab-exec -t 60 $d 'cat > /tmp/crr && chmod +x /tmp/crr' < /lab/files/crr; done
+	x $B '/tmp/crr server 5410 -d > /dev/null; /tmp/crr server 5411 -d > /dev/null'
+	x $A '/tmp/crr server 5412 -d > /dev/null'
+fi
 
 # summary FILE: top symbols and groups from a perf.data in the DomU.  A PV guest's idle loop
 # halts in a hypercall (xen_safe_halt: SCHEDOP_block), so xen_hypercall_pv's samples under
@@ -55,15 +61,33 @@ summary() {
 	echo "$callers" | sed "s/^/    $d hypercall callers: /"
 }
 
-# events: the event count each of domu1 and domu2 received from the other (channels view)
+# events: the event count each of domu1 and domu2 received from the other (channels view, the
+# column named events)
 events() {
-	echo "$(x $A "awk -v d=$(xl domid $B) '\$1 == d {print \$NF}' /proc/xenvmc/channels")" \
-	     "$(x $B "awk -v d=$(xl domid $A) '\$1 == d {print \$NF}' /proc/xenvmc/channels")"
+	local ev="NR == 1 {for (i = 1; i <= NF; i++) if (\$i == \"events\") k = i} NR > 1 && \$1 == d {print \$k}"
+	echo "$(x $A "awk -v d=$(xl domid $B) '$ev' /proc/xenvmc/channels")" \
+	     "$(x $B "awk -v d=$(xl domid $A) '$ev' /proc/xenvmc/channels")"
 }
 
-# prof NAME CLIENT SERVER_DOMS DST PORT: one profiled stream
+# prof NAME CLIENT SERVER_DOMS DST PORT: one profiled stream (LAB_PROFILE_LOAD=rr: one crr rr
+# 1 B request/response run instead, to the crr server on PORT + 10)
 prof() {
 	local name=$1 cli=$2 doms=$3 dst=$4 port=$5 d out
+	if [ "$LOAD" = rr ]; then
+		echo "=== $name: crr rr 1 B for $T s from $cli to $dst"
+		for d in $doms; do
+			x $d "($PERF record -q -g -e cpu-clock -F 999 -a -o /tmp/$name.data -- sleep $((T + 2)) > /dev/null 2>&1 &) > /dev/null 2>&1"
+		done
+		sleep 1
+		ev0=$(events)
+		out=$(x $cli "/tmp/crr rr $dst $((port + 10)) $T 1") || { out=ERROR; fails=$((fails + 1)); }
+		ev1=$(events)
+		sleep 3
+		echo "  $out; domu1 accelerated_total $(x $A "awk '\$1 == \"accelerated_total\" {print \$2}' /proc/xenvmc/stats")"
+		echo "  events received over the run (domu1 domu2): before $ev0, after $ev1"
+		for d in $doms; do summary $d /tmp/$name.data; done
+		return
+	fi
 	echo "=== $name: iperf3 -l 16384 -t $T from $cli to $dst"
 	for d in $doms; do
 		x $d "($PERF record -q -g -e cpu-clock -F 999 -a -o /tmp/$name.data -- sleep $((T + 2)) > /dev/null 2>&1 &) > /dev/null 2>&1"
