@@ -3018,13 +3018,16 @@ static bool vmcf_wake_conns(struct vmcf_peer *p, bool all)
 	unsigned int i = 0, n, k, m;
 	struct vmcf_conn *c;
 	bool moved = false;
+	struct sock *sk;
 
 	while (p->conns && i < p->pool_slots) {
 		n = 0;
 		spin_lock_bh(&p->conn_lock);
 		for (; i < p->pool_slots && n < VMCF_WAKE_BATCH; i++) {
 			c = p->conns[i];
-			if (!c || !c->sk)
+			/* Read once: vmcf_untake() clears it without this lock. */
+			sk = c ? READ_ONCE(c->sk) : NULL;
+			if (!sk)
 				continue;
 			m = vmcf_conn_moved(c);
 			moved |= m != 0;
@@ -3032,8 +3035,8 @@ static bool vmcf_wake_conns(struct vmcf_peer *p, bool all)
 				m = VMCF_MOVED_TX | VMCF_MOVED_RX;
 			if (!m)
 				continue;
-			sock_hold(c->sk);
-			sks[n] = c->sk;
+			sock_hold(sk);
+			sks[n] = sk;
 			why[n++] = m;
 		}
 		spin_unlock_bh(&p->conn_lock);
