@@ -3005,9 +3005,9 @@ static unsigned int vmcf_conn_moved(struct vmcf_conn *c)
  * each is woken for its own ring: a request/response wakes its reader
  * once, not also through sk_write_space().
  *
- * One conn_lock hold scans up to VMCF_WAKE_BATCH sockets to wake (the
- * pool has 32 slots; a lock round trip per slot cost more than the
- * wake-up itself in the emulated lab), which are woken after it.
+ * One conn_lock hold scans for up to VMCF_WAKE_BATCH sockets to wake,
+ * which are woken after it: a lock round trip per slot made every event
+ * take the lock 32 times (the pool's slots) to wake one socket.
  */
 #define VMCF_WAKE_BATCH	8
 
