@@ -456,18 +456,47 @@ static inline void vmc_msg_init(void *buf, u8 type)
  *
  * Layout (D = a DomU, P = one of its peers; only Dom0 writes outside data/):
  *
+ *   /local/domain/D/data/xenvmc/inc       D's frontend: its incarnation,
+ *                                         VMC_XS_INC format; written first
  *   /local/domain/D/data/xenvmc/state     D's frontend: "1" while loaded
  *   /local/domain/D/data/xenvmc/addrs     D's frontend: addresses it uses,
  *                                         VMC_XS_ADDRS format (a claim)
  *   /local/domain/D/data/xenvmc/chan/P    D's frontend: "<gref> <port>" of
  *                                         its control page for P; port 0
  *                                         when P allocates the channel
+ *   /local/domain/D/xenvmc/inc            Dom0: the incarnation of D this
+ *                                         table was built for, VMC_XS_INC;
+ *                                         written before the entries
  *   /local/domain/D/xenvmc/peers/P        Dom0: P's entry, VMC_XS_PEER
  *   /local/domain/D/xenvmc/chan/P         Dom0: P's chan value, relayed
  *
  * D can write only under its data/ node and read only its own tree, so
  * everything under xenvmc/ comes from Dom0.  Values written by a DomU are
  * parsed only by the validators below (fuzzed in test/fuzz/).
+ *
+ * Incarnations.  A frontend that unloads (or suspends) sends BYE and
+ * removes data/xenvmc; a load (or resume) writes it again.  When that
+ * happens quickly, Dom0's watch may run only after the new values are
+ * there, identical to the old ones: Dom0 would never see the DomU leave,
+ * and peers that heard BYE would wait for a change that never comes.  So
+ * every load and every resume picks a new random incarnation and writes
+ * it to data/xenvmc/inc before addrs and state.  Dom0 adopts a new one
+ * only on the watch event of that node (events come in the order of the
+ * writes, so whatever is handled after it is newer than the incarnation);
+ * an older event that already reads it takes the DomU off, as if its
+ * state were gone.  Either way the DomU leaves every table and comes back
+ * with a new gen, and its own table is wiped and rebuilt, xenvmc/inc
+ * first.  Dom0 relays a peer's offer to a DomU that came back only once
+ * that peer has written it again (a frontend with incarnations does, on
+ * the gen change).  A frontend acts on its table only while xenvmc/inc is
+ * absent or names its own incarnation: another one means the table, and
+ * the offers relayed in it, belong to the incarnation that left.
+ * Compatibility: state stays "1".  A frontend that writes no inc node is
+ * handled as before and gets no xenvmc/inc; a Dom0 module without
+ * incarnations ignores the node and writes no xenvmc/inc, and the
+ * frontend then uses its table as before.
+ *
+ * VMC_XS_INC: exactly 16 lower-case hex digits, a u64 other than 0.
  *
  * VMC_XS_ADDRS: up to VMC_MAX_ADDRS tokens separated by one space; a token
  * is 8 lower-case hex digits (IPv4) or 32 (IPv6), network byte order.
@@ -479,6 +508,7 @@ static inline void vmc_msg_init(void *buf, u8 type)
 #define VMC_MAX_VIFS		4
 #define VMC_XS_ADDRS_MAX	(VMC_MAX_ADDRS * 33)
 #define VMC_XS_PEER_MAX		(11 + VMC_MAX_VIFS * 13 + VMC_XS_ADDRS_MAX + 2)
+#define VMC_XS_INC_LEN		16
 
 /* An address a DomU uses: VMC_AF_INET (bytes 0..3) or VMC_AF_INET6. */
 struct vmc_addr {
@@ -566,6 +596,43 @@ static inline void vmc_xs_format_addrs(char *buf, const struct vmc_addr *a,
 				   a[i].family == VMC_AF_INET ? 4 : 16);
 	}
 	*p = '\0';
+}
+
+/*
+ * vmc_xs_parse_inc - parse a VMC_XS_INC value.
+ * @s: the value, @len bytes, not necessarily NUL-terminated
+ * Returns 0 with the incarnation in *@inc, or -EINVAL for anything but
+ * VMC_XS_INC_LEN lower-case hex digits not all 0.  Never reads past @len.
+ */
+static inline int vmc_xs_parse_inc(const char *s, unsigned int len, u64 *inc)
+{
+	unsigned int i;
+	u64 v = 0;
+	int d;
+
+	if (len != VMC_XS_INC_LEN)
+		return -EINVAL;
+	for (i = 0; i < len; i++) {
+		d = vmc_xs_hexval(s[i]);
+		if (d < 0)
+			return -EINVAL;
+		v = v << 4 | d;
+	}
+	if (!v)
+		return -EINVAL;
+	*inc = v;
+	return 0;
+}
+
+/* Format @inc into @buf (VMC_XS_INC_LEN + 1 bytes), as the parser wants. */
+static inline void vmc_xs_format_inc(char *buf, u64 inc)
+{
+	static const char hex[] = "0123456789abcdef";
+	unsigned int i;
+
+	for (i = 0; i < VMC_XS_INC_LEN; i++)
+		buf[i] = hex[(inc >> (4 * (VMC_XS_INC_LEN - 1 - i))) & 15];
+	buf[VMC_XS_INC_LEN] = '\0';
 }
 
 /* Parse a decimal u32 token of @s ending at a space or @len; advances *pos. */

@@ -3,13 +3,14 @@
  * libFuzzer target: the XenStore value parsers of vmc_proto.h, which read
  * values written by (possibly hostile) DomUs.
  *
- * Input: byte 0 picks the parser (0 addresses, 1 channel, 2 peer entry),
- * byte 1 the addresses' @max (0 .. VMC_MAX_ADDRS + 1), the rest is the
- * value, copied into an exactly-sized allocation without a NUL, and the
- * address array is exactly @max entries: ASan aborts on any overread or
- * overwrite.  The verdict and every parsed field are compared with an
- * independent model (tokenise first, then check each token); accepted
- * address lists must also format back to exactly the input.
+ * Input: byte 0 picks the parser (0 addresses, 1 channel, 2 peer entry,
+ * 3 incarnation), byte 1 the addresses' @max (0 .. VMC_MAX_ADDRS + 1), the
+ * rest is the value, copied into an exactly-sized allocation without a
+ * NUL, and the address array is exactly @max entries: ASan aborts on any
+ * overread or overwrite.  The verdict and every parsed field are compared
+ * with an independent model (tokenise first, then check each token);
+ * accepted address lists and incarnations must also format back to exactly
+ * the input.
  */
 #include "vmc_proto.h"
 
@@ -186,6 +187,29 @@ static void fuzz_peer(const char *s, size_t len)
 		       !memcmp(e.addrs[i].addr, ma[i].addr, 16));
 }
 
+/* The incarnation model: 16 hex digits, decoded as 8 big-endian bytes. */
+static void fuzz_inc(const char *s, size_t len)
+{
+	char buf[VMC_XS_INC_LEN + 1];
+	u64 got = 0x5a5a5a5a5a5a5a5aull, want = 0;
+	u8 b[8];
+	int ret, ok, i;
+
+	ret = vmc_xs_parse_inc(s, len, &got);
+	ok = m_hexstr(s, len, b, 8);
+	for (i = 0; ok && i < 8; i++)
+		want = want << 8 | b[i];
+	ok = ok && want;
+	ASSERT(ret == (ok ? 0 : -EINVAL));
+	if (!ok) {
+		ASSERT(got == 0x5a5a5a5a5a5a5a5aull);	/* untouched */
+		return;
+	}
+	ASSERT(got == want);
+	vmc_xs_format_inc(buf, got);
+	ASSERT(strlen(buf) == len && !memcmp(buf, s, len));
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	unsigned int which, max;
@@ -194,7 +218,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 	if (size < 2 || size > 4096)
 		return 0;
-	which = data[0] % 3;
+	which = data[0] % 4;
 	max = data[1] % (VMC_MAX_ADDRS + 2);
 	len = size - 2;
 	s = malloc(len ? len : 1);
@@ -203,8 +227,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		fuzz_addrs(s, len, max);
 	else if (which == 1)
 		fuzz_chan(s, len);
-	else
+	else if (which == 2)
 		fuzz_peer(s, len);
+	else
+		fuzz_inc(s, len);
 	free(s);
 	return 0;
 }

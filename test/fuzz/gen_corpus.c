@@ -363,6 +363,10 @@ static void gen_xs(void)
 	   "4294967295 00163e000001,00163e000002,00163e000003,00163e000004 "
 	   "0a000001 fd000000000000000000000000000001");
 	xs("peer-bad", 2, 0, "1 00163e000001, 0a000001");
+	xs("inc", 3, 0, "0123456789abcdef");
+	xs("inc-max", 3, 0, "ffffffffffffffff");
+	xs("inc-zero", 3, 0, "0000000000000000");
+	xs("inc-bad", 3, 0, "0123456789ABCDEF");
 }
 
 /* ---- fuzz_dgram: whole IP packets ---- */

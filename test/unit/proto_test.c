@@ -602,6 +602,18 @@ static int peer(const char *str, struct vmc_peer_entry *e)
 	return ret;
 }
 
+static int inc(const char *str, u64 *out)
+{
+	size_t len = strlen(str);
+	char *copy = malloc(len ? len : 1);
+	int ret;
+
+	memcpy(copy, str, len);
+	ret = vmc_xs_parse_inc(copy, len, out);
+	free(copy);
+	return ret;
+}
+
 #define V6A "fd000000000000000000000000000001"
 #define V6B "20010db8000000000000000000abcdef"
 
@@ -759,6 +771,75 @@ static void test_xs_peer(void)
 			T_FAIL("peer \"%s\" accepted", bad[i]);
 }
 
+static void test_xs_inc(void)
+{
+	static const char *const bad[] = {
+		"", "0", "1", "0000000000000000", "000000000000001",
+		"00000000000000001", "0123456789ABCDEF", "0123456789abcdeg",
+		"0123456789abcde ", " 123456789abcdef", "0x23456789abcdef",
+		"-123456789abcdef", "+123456789abcdef", "0123456789abcdef ",
+		"0123456789abcdef\n", "1 0123456789abcdef",
+	};
+	u64 v = 7;
+	unsigned int i;
+
+	CHECK_EQ(inc("0123456789abcdef", &v), 0);
+	CHECK(v == 0x0123456789abcdefull);
+	CHECK_EQ(inc("ffffffffffffffff", &v), 0);
+	CHECK(v == ~0ull);
+	CHECK_EQ(inc("0000000000000001", &v), 0);
+	CHECK(v == 1);
+	CHECK_EQ(inc("8000000000000000", &v), 0);
+	CHECK(v == 1ull << 63);
+	for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		v = 7;
+		if (inc(bad[i], &v) != -EINVAL)
+			T_FAIL("inc \"%s\" accepted", bad[i]);
+		CHECK(v == 7);	/* untouched when refused */
+	}
+	/* A NUL inside the value: length counts, the NUL is no digit. */
+	{
+		char z[16] = { '0', '1', '2', '3', '4', '5', '6', '\0',
+			       '8', '9', 'a', 'b', 'c', 'd', 'e', 'f' };
+
+		CHECK_EQ(vmc_xs_parse_inc(z, 16, &v), -EINVAL);
+	}
+}
+
+/* format(v) is 16 digits that parse back to v, for any v but 0. */
+static void test_xs_inc_roundtrip(void)
+{
+	char buf[VMC_XS_INC_LEN + 1];
+	unsigned int i, b;
+	u64 v, out;
+
+	for (i = 0; i < 20000; i++) {
+		if (i < 64)
+			v = 1ull << i;			/* every single bit */
+		else if (i < 128)
+			v = ~0ull >> (i - 64);		/* every run of ones */
+		else
+			v = (u64)xs_rnd() << 40 ^ (u64)xs_rnd() << 20 ^ xs_rnd();
+		if (!v)
+			continue;
+		memset(buf, 'x', sizeof(buf));
+		vmc_xs_format_inc(buf, v);
+		CHECK_EQ(strlen(buf), VMC_XS_INC_LEN);
+		for (b = 0; b < VMC_XS_INC_LEN; b++)
+			CHECK((buf[b] >= '0' && buf[b] <= '9') ||
+			      (buf[b] >= 'a' && buf[b] <= 'f'));
+		out = 0;
+		CHECK_EQ(inc(buf, &out), 0);
+		if (out != v)
+			T_FAIL("%016llx formatted as %s, parsed back as %016llx",
+			       (unsigned long long)v, buf,
+			       (unsigned long long)out);
+	}
+	vmc_xs_format_inc(buf, 0);
+	CHECK(!strcmp(buf, "0000000000000000"));
+	CHECK_EQ(inc(buf, &out), -EINVAL);	/* 0 means none */
+}
+
 /* A packet as our sender writes it: IPv4 (hlen 20) or IPv6, UDP, payload. */
 static u32 dgram(u8 *b, int v6, u32 payload)
 {
@@ -857,6 +938,8 @@ int main(void)
 	RUN(test_xs_addrs_roundtrip);
 	RUN(test_xs_chan);
 	RUN(test_xs_peer);
+	RUN(test_xs_inc);
+	RUN(test_xs_inc_roundtrip);
 	RUN(test_dgram);
 	return T_DONE("proto_test");
 }
