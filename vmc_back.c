@@ -34,9 +34,28 @@
  *   OFF      | state "1", claim malformed          | log once; why = reason       | OFF
  *   ON       | addresses, ownership or vifs change | gen++; entry to every peer   | ON
  *   ON       | chan/<P> written or removed         | relay to P's xenvmc/chan/<D> | ON
+ *            |                                     | (one withheld: only when the |
+ *            |                                     | event is for that node)      |
  *   ON       | state removed or not "1"            | entry and relays removed     | OFF
  *            |                                     | from peers; its table wiped  |
+ *   ON       | inc is not the incarnation seen     | as state removed (a quick    | OFF
+ *            | last (an event older than the one   | reload: it did not wait for  |
+ *            | of the inc node)                    | us to see it gone)           |
+ *   OFF      | event of the inc node, new value    | remember it; offers to it    | OFF/ON
+ *            |                                     | withheld; then as any event  |
+ *   ON       | event of the inc node, new value,   | as ON -> OFF, then OFF -> ON | ON
+ *            | no event saw it OFF (data/xenvmc    | (gen++ twice); offers to it  |
+ *            | never removed)                      | withheld                     |
  *   any      | domid gone from /local/domain       | unwatch; as ON -> OFF; free  | -
+ *
+ * An incarnation (vmc_proto.h) is adopted only on the watch event of its
+ * own node (or the watch's first event): xenstored sends events in the
+ * order of the writes and they are handled one at a time here, so every
+ * event handled after that one was written after the frontend came back.
+ * A peer's offer to a DomU that came back is relayed only after that peer
+ * writes it again ("withheld", vmcb_withhold()).  Every time its table
+ * is (re)built, a DomU with incarnations is first told which one it is
+ * for (xenvmc/inc), and its frontend acts on nothing else.
  */
 #define pr_fmt(fmt) "xenvmc-back: " fmt
 
@@ -66,6 +85,7 @@ MODULE_PARM_DESC(max_domains, "DomUs tracked at most (1-1024, default 256)");
 struct vmcb_relay {
 	struct list_head list;
 	unsigned int peer;
+	bool withheld;		/* until the offer is written again */
 	char val[24];		/* canonical "<gref> <port>" last written */
 };
 
@@ -78,6 +98,9 @@ struct vmcb_dom {
 	bool bad_logged;	/* a malformed claim was logged already */
 	bool changed;		/* entry changed since the last publish */
 	u32 gen;		/* bumped on every change of its entry */
+	u64 inc;		/* its frontend's incarnation; 0: none seen */
+	bool inc_read;		/* the watch's first event was handled */
+	bool inc_retry;		/* its inc node's event could not read it */
 	const char *why;	/* why it is OFF, for /proc */
 	unsigned int nr_addrs;
 	struct vmc_addr addrs[VMC_MAX_ADDRS];
@@ -101,7 +124,7 @@ static struct proc_dir_entry *vmcb_proc_dir;
 
 /* Counters for /proc/xenvmc/stats. */
 static unsigned long vmcb_xs_writes, vmcb_bad_claims, vmcb_conflicts,
-	vmcb_bad_chans, vmcb_relayed;
+	vmcb_bad_chans, vmcb_relayed, vmcb_reloads_unseen;
 
 static struct vmcb_dom *vmcb_find(unsigned int domid)
 {
@@ -158,6 +181,25 @@ static bool vmcb_addr_bad(const struct vmc_addr *a)
 }
 
 /*
+ * @d's incarnation node: *@inc = 0 when there is none.  -EINVAL if it is
+ * malformed, -EAGAIN if it could not be read.
+ */
+static int vmcb_read_inc(struct vmcb_dom *d, u64 *inc)
+{
+	unsigned int len = 0;
+	char *val;
+	int err;
+
+	*inc = 0;
+	val = xenbus_read(XBT_NIL, d->path, "inc", &len);
+	if (IS_ERR(val))
+		return PTR_ERR(val) == -ENOENT ? 0 : -EAGAIN;
+	err = vmc_xs_parse_inc(val, len, inc);
+	kfree(val);
+	return err;
+}
+
+/*
  * Read @d's frontend state and address claim.  Keeps the claim order of
  * addresses it already held, so re-reading never loses ownership.
  */
@@ -166,7 +208,9 @@ static void vmcb_read_claim(struct vmcb_dom *d)
 	struct vmc_addr addrs[VMC_MAX_ADDRS];
 	u64 since[VMC_MAX_ADDRS];
 	unsigned int len = 0, i, j;
+	bool was_on = d->on;
 	char *state, *val;
+	u64 inc;
 	int n;
 
 	d->on = false;
@@ -181,6 +225,28 @@ static void vmcb_read_claim(struct vmcb_dom *d)
 		d->why = "frontend not enabled";
 		goto off;
 	}
+	n = vmcb_read_inc(d, &inc);
+	if (n == -EAGAIN) {
+		d->why = "incarnation unreadable";
+		goto off;
+	}
+	if (n) {
+		d->why = "malformed incarnation";
+		goto bad;
+	}
+	if (!inc) {
+		d->inc = 0;	/* a frontend without incarnations */
+	} else if (inc != d->inc) {
+		/*
+		 * It came back, and this event is older than the one of its
+		 * inc node (vmcb_reborn()): as gone until that one, so that
+		 * nothing is built for it from what came before.
+		 */
+		if (was_on)
+			vmcb_reloads_unseen++;
+		d->why = "new incarnation, its event not handled yet";
+		goto off;
+	}
 	val = xenbus_read(XBT_NIL, d->path, "addrs", &len);
 	if (IS_ERR(val)) {
 		d->why = "no address claim";
@@ -193,13 +259,8 @@ static void vmcb_read_claim(struct vmcb_dom *d)
 		if (vmcb_addr_bad(&addrs[i]))
 			n = -EINVAL;
 	if (n < 0) {
-		vmcb_bad_claims++;
-		if (!d->bad_logged)
-			pr_warn_ratelimited("domain %u: malformed address claim refused\n",
-					    d->domid);
-		d->bad_logged = true;
 		d->why = "malformed address claim";
-		goto off;
+		goto bad;
 	}
 	for (i = 0; i < n; i++) {
 		since[i] = ++vmcb_claim_seq;
@@ -214,6 +275,11 @@ static void vmcb_read_claim(struct vmcb_dom *d)
 	d->why = NULL;
 	vmcb_read_macs(d);
 	return;
+bad:
+	vmcb_bad_claims++;
+	if (!d->bad_logged)
+		pr_warn_ratelimited("domain %u: %s refused\n", d->domid, d->why);
+	d->bad_logged = true;
 off:
 	d->nr_addrs = 0;
 }
@@ -285,6 +351,16 @@ static void vmcb_xs_rm(const char *dir, const char *node)
 		pr_warn_ratelimited("rm %s/%s failed: %d\n", dir, node, err);
 }
 
+/* Tell @v which of its incarnations its table is for (before any entry). */
+static void vmcb_put_inc(struct vmcb_dom *v)
+{
+	char dir[40], val[VMC_XS_INC_LEN + 1];
+
+	snprintf(dir, sizeof(dir), "/local/domain/%u/xenvmc", v->domid);
+	vmc_xs_format_inc(val, v->inc);
+	vmcb_xs_write(dir, "inc", val);
+}
+
 /* Write @d's entry into @v's table, or remove it. */
 static void vmcb_put_entry(struct vmcb_dom *v, struct vmcb_dom *d)
 {
@@ -325,23 +401,75 @@ static void vmcb_drop_relays(struct vmcb_dom *d)
 	struct vmcb_dom *e;
 
 	list_for_each_entry_safe(r, tmp, &d->relays, list)
-		vmcb_drop_relay(d, r, true);
+		vmcb_drop_relay(d, r, !r->withheld);
 	list_for_each_entry(e, &vmcb_doms, list)
 		list_for_each_entry_safe(r, tmp, &e->relays, list)
 			if (r->peer == d->domid)
 				vmcb_drop_relay(e, r, false);
 }
 
+static struct vmcb_relay *vmcb_relay_find(struct vmcb_dom *d,
+					  unsigned int peer)
+{
+	struct vmcb_relay *r;
+
+	list_for_each_entry(r, &d->relays, list)
+		if (r->peer == peer)
+			return r;
+	return NULL;
+}
+
+/*
+ * @d's frontend is a new incarnation.  An offer a peer made to it earlier
+ * was made to the incarnation that left, and the peer may not know yet
+ * (its BYE unread, or none sent: a full control ring drops it): relayed
+ * to the newcomer, it would connect it to pages being torn down, and the
+ * two sides would start over in turn.  So from each peer, relay nothing
+ * to @d until that peer writes its offer again: that event is handled
+ * after this one, so the value is newer than the incarnation.  Only for
+ * peers with incarnations themselves: their frontend writes its offer
+ * again on @d's gen change (vmc_front.c, vmcf_sync_peers()); an older one
+ * would not, and keeps today's relaying.
+ */
+static void vmcb_withhold(struct vmcb_dom *d)
+{
+	char dir[48], node[12];
+	struct vmcb_relay *r;
+	struct vmcb_dom *e;
+
+	list_for_each_entry(e, &vmcb_doms, list) {
+		if (e == d || !e->inc)
+			continue;
+		r = vmcb_relay_find(e, d->domid);
+		if (!r) {
+			/* Without memory, relayed as before the change. */
+			r = kzalloc(sizeof(*r), GFP_KERNEL);
+			if (!r)
+				continue;
+			r->peer = d->domid;
+			list_add(&r->list, &e->relays);
+		} else if (!r->withheld && r->val[0]) {
+			snprintf(dir, sizeof(dir), "/local/domain/%u/xenvmc/chan",
+				 d->domid);
+			snprintf(node, sizeof(node), "%u", e->domid);
+			vmcb_xs_rm(dir, node);
+		}
+		r->withheld = true;
+		r->val[0] = '\0';
+	}
+}
+
 /*
  * Relay @d's channel offers (data/xenvmc/chan/<P>) to each named peer P,
  * when both are ON; remove relays whose offer is gone.  A malformed offer
- * is dropped and counted.
+ * is dropped and counted.  @event: the node whose watch event this is
+ * (NULL when it is not one of @d's), which alone releases a withheld one.
  */
-static void vmcb_relay_chans(struct vmcb_dom *d)
+static void vmcb_relay_chans(struct vmcb_dom *d, const char *event)
 {
 	struct vmcb_relay *r, *tmp;
 	unsigned int i, n = 0, len, peer;
-	char path[64], val[24], dir[48], node[12];
+	char path[64], val[24], dir[48], node[12], full[96];
 	struct vmcb_dom *p;
 	char **names;
 	u32 gref, port;
@@ -355,19 +483,30 @@ static void vmcb_relay_chans(struct vmcb_dom *d)
 		names = NULL;
 		n = 0;
 	}
-	/* Forget relays whose offer or peer is gone. */
+	/*
+	 * Forget relays whose offer or peer is gone.  A withheld one stays
+	 * while its peer is OFF (it is about to come on), and goes with the
+	 * offer: whatever is offered after that is newer.
+	 */
 	list_for_each_entry_safe(r, tmp, &d->relays, list) {
 		p = vmcb_find(r->peer);
-		keep = p && p->body[0];
+		keep = p && (p->body[0] || r->withheld);
 		for (i = 0; keep && i < n; i++)
 			if (!kstrtouint(names[i], 10, &peer) && peer == r->peer)
 				break;
 		if (!keep || i == n)
-			vmcb_drop_relay(d, r, true);
+			vmcb_drop_relay(d, r, !r->withheld);
 	}
 	for (i = 0; i < n; i++) {
 		if (kstrtouint(names[i], 10, &peer) || peer == d->domid)
 			goto bad;
+		r = vmcb_relay_find(d, peer);
+		if (r && r->withheld) {
+			snprintf(full, sizeof(full), "%s/%s", path, names[i]);
+			if (!event || strcmp(event, full))
+				continue;
+			r->withheld = false;
+		}
 		p = vmcb_find(peer);
 		if (!p || !p->body[0])
 			continue;	/* not (yet) a peer: relay later */
@@ -379,10 +518,7 @@ static void vmcb_relay_chans(struct vmcb_dom *d)
 		if (err)
 			goto bad;
 		snprintf(val, sizeof(val), "%u %u", gref, port);
-		list_for_each_entry(r, &d->relays, list)
-			if (r->peer == peer)
-				break;
-		if (list_entry_is_head(r, &d->relays, list)) {
+		if (!r) {
 			r = kzalloc(sizeof(*r), GFP_KERNEL);
 			if (!r)
 				continue;
@@ -424,17 +560,10 @@ static void vmcb_publish(void)
 		}
 	}
 	list_for_each_entry(v, &vmcb_doms, list) {
-		if (!v->body[0]) {
-			if (v->synced || v->changed) {
-				/* Wipe what it was told: it is no peer now. */
-				snprintf(dir, sizeof(dir), "/local/domain/%u",
-					 v->domid);
-				vmcb_xs_rm(dir, "xenvmc");
-				vmcb_drop_relays(v);
-			}
-			v->synced = false;
+		if (!v->body[0])
 			continue;
-		}
+		if (!v->synced && v->inc)
+			vmcb_put_inc(v);
 		list_for_each_entry(d, &vmcb_doms, list) {
 			if (d == v)
 				continue;
@@ -443,6 +572,50 @@ static void vmcb_publish(void)
 		}
 		v->synced = true;
 	}
+	/*
+	 * Only then the offers of those that left: a peer sees one leave
+	 * before its offer goes, and never mistakes that for a reload
+	 * (vmc_front.c, vmcf_sync_chans()).
+	 */
+	list_for_each_entry(v, &vmcb_doms, list) {
+		if (v->body[0])
+			continue;
+		if (v->synced || v->changed) {
+			/* Wipe what it was told: it is no peer now. */
+			snprintf(dir, sizeof(dir), "/local/domain/%u", v->domid);
+			vmcb_xs_rm(dir, "xenvmc");
+			vmcb_drop_relays(v);
+		}
+		v->synced = false;
+	}
+}
+
+/*
+ * Is this event the sign of a new incarnation of @d's frontend?  Only the
+ * event of its inc node counts (see the table at the top): an earlier
+ * event handled late reads the new value too, and what other DomUs wrote
+ * before it would pass for newer.  The watch's first event only learns
+ * the incarnation: nothing was told about @d before it.  When that event
+ * could not read the node, the next one of @d's events stands in for it
+ * (it is newer still).
+ */
+static bool vmcb_reborn(struct vmcb_dom *d, const char *path)
+{
+	bool first = !d->inc_read;
+	char node[64];
+	u64 inc;
+	int err;
+
+	d->inc_read = true;
+	snprintf(node, sizeof(node), "%s/inc", d->path);
+	if (!first && !d->inc_retry && strcmp(path, node))
+		return false;
+	err = vmcb_read_inc(d, &inc);
+	d->inc_retry = err == -EAGAIN;
+	if (err || !inc || inc == d->inc)
+		return false;
+	d->inc = inc;
+	return !first;
 }
 
 /* Watch on one DomU's data/xenvmc subtree. */
@@ -451,19 +624,37 @@ static void vmcb_dom_changed(struct xenbus_watch *watch, const char *path,
 {
 	struct vmcb_dom *d = container_of(watch, struct vmcb_dom, watch);
 	struct vmcb_dom *e;
-	bool was_peer;
+	bool was_peer, reborn;
 
 	mutex_lock(&vmcb_lock);
 	if (!vmcb_stopping) {
 		was_peer = d->body[0];
+		reborn = vmcb_reborn(d, path);
 		vmcb_read_claim(d);
+		if (reborn) {
+			if (was_peer && d->on) {
+				/*
+				 * It came back with no event of ours seeing it
+				 * gone (its data/xenvmc was never removed): do
+				 * what its leaving would have done, so that
+				 * peers that heard its BYE see it come back,
+				 * with a new gen.
+				 */
+				vmcb_reloads_unseen++;
+				d->on = false;
+				vmcb_publish();
+				d->on = true;
+				was_peer = false;
+			}
+			vmcb_withhold(d);
+		}
 		vmcb_publish();
 		if (was_peer == !!d->body[0]) {
-			vmcb_relay_chans(d);
+			vmcb_relay_chans(d, path);
 		} else {
 			/* Offers to or from it may have waited on this. */
 			list_for_each_entry(e, &vmcb_doms, list)
-				vmcb_relay_chans(e);
+				vmcb_relay_chans(e, e == d ? path : NULL);
 		}
 	}
 	mutex_unlock(&vmcb_lock);
@@ -576,7 +767,7 @@ static int vmcb_domains_show(struct seq_file *m, void *v)
 	unsigned int i;
 
 	/* Stable columns, documented in the README. */
-	seq_puts(m, "domid state gen macs addresses why\n");
+	seq_puts(m, "domid state gen macs addresses inc why\n");
 	mutex_lock(&vmcb_lock);
 	list_for_each_entry(d, &vmcb_doms, list) {
 		seq_printf(m, "%u %s %u ", d->domid,
@@ -598,6 +789,10 @@ static int vmcb_domains_show(struct seq_file *m, void *v)
 		}
 		if (!d->nr_addrs)
 			seq_putc(m, '-');
+		if (d->inc)
+			seq_printf(m, " %016llx", d->inc);
+		else
+			seq_puts(m, " -");
 		seq_printf(m, " %s\n", d->body[0] ? "-" :
 			   d->why ? d->why : "unknown");
 	}
@@ -617,6 +812,7 @@ static int vmcb_stats_show(struct seq_file *m, void *v)
 	seq_printf(m, "address_conflicts %lu\n", vmcb_conflicts);
 	seq_printf(m, "bad_channel_offers %lu\n", vmcb_bad_chans);
 	seq_printf(m, "channel_offers_relayed %lu\n", vmcb_relayed);
+	seq_printf(m, "reloads_unseen %lu\n", vmcb_reloads_unseen);
 	mutex_unlock(&vmcb_lock);
 	return 0;
 }

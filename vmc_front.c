@@ -44,9 +44,18 @@
  *   CONN/UP  | bad index, bad message, wrong HELLO | count; tear down channel     | BROKEN
  *   BROKEN/  | P's entry changes (gen) or relisted | set up again                 | OFFERED
  *   CLOSED   |                                     |                              |
- *   CONN/UP  | P's chan value changes (reloaded)   | set up again                 | OFFERED
+ *   OFFERED  | P's entry changes (gen)             | write our offer again        | OFFERED
+ *   CONN/UP  | P's chan value changes or is        | set up again                 | OFFERED
+ *            | withdrawn (P reloaded)              |                              |
  *   any      | BYE from P                          | tear down channel            | CLOSED
  *   any      | P leaves the table, or unload       | tear down, forget P          | -
+ *
+ * The table counts only once Dom0 says it is for this incarnation (see
+ * vmcf_table_ours()); every load and resume is a new one.  When P reloads
+ * quickly, Dom0 takes P out of our table and puts it back with a new gen,
+ * withdraws P's old offer from us, and holds our offer back from P until
+ * we write it again: a BYE or a withdrawn offer sets our channel up again,
+ * the gen change does for a closed one and rewrites an offered one's.
  *
  * "set up again" lands in CLOSED with the max_peers reason instead when
  * max_peers other channels are OFFERED, CONNECTED or UP: those states hold
@@ -431,6 +440,11 @@ static unsigned int vmcf_domid;
 static struct proc_dir_entry *vmcf_proc_dir;
 static struct workqueue_struct *vmcf_wq;
 static bool vmcf_published;
+/*
+ * This incarnation (vmc_proto.h): new at every load and resume, so that
+ * Dom0 sees us come back however quickly.  Under vmcf_lock.
+ */
+static u64 vmcf_inc;
 static char vmcf_base[40];		/* /local/domain/<self> */
 static char vmcf_data[64];		/* .../data/xenvmc */
 static char vmcf_addrs_val[VMC_XS_ADDRS_MAX + 1];
@@ -4261,6 +4275,14 @@ static void vmcf_sync_peers(void)
 		if (relist && (p->state == VMCF_CLOSED ||
 			       p->state == VMCF_BROKEN))
 			vmcf_peer_open(p);
+		/*
+		 * P may have come back: Dom0 then relays our offer to it only
+		 * once we write it again (vmc_back.c, vmcb_withhold()).  Still
+		 * unmapped by us, its ring holds only our HELLO, which a new
+		 * incarnation of P reads from the start: the same offer does.
+		 */
+		else if (relist && p->state == VMCF_OFFERED)
+			vmcf_publish_chan(p);
 	}
 	kfree(names);
 	list_for_each_entry_safe(p, tmp, &vmcf_peers, list)
@@ -4308,8 +4330,21 @@ static void vmcf_sync_chans(void)
 		}
 		snprintf(node, sizeof(node), "%u", p->domid);
 		val = xenbus_read(XBT_NIL, dir, node, &len);
-		if (IS_ERR(val))
+		if (IS_ERR(val)) {
+			/*
+			 * The peer's end is gone while it is still listed
+			 * (Dom0 takes a peer that leaves out of the table
+			 * first): it closed its channel, or it left and came
+			 * back, and Dom0 withdrew what its previous
+			 * incarnation offered.  A BYE it sent may be unread,
+			 * or lost with a full ring.  Be ready for its next
+			 * offer.
+			 */
+			if (PTR_ERR(val) == -ENOENT &&
+			    (p->state == VMCF_CONNECTED || p->state == VMCF_UP))
+				vmcf_peer_open(p);
 			continue;
+		}
 		err = vmc_xs_parse_chan(val, len, &gref, &port);
 		kfree(val);
 		if (err)
@@ -4330,11 +4365,45 @@ static void vmcf_sync_chans(void)
 	}
 }
 
+/*
+ * Is xenvmc/ the table Dom0 built for this incarnation?  Dom0 writes the
+ * incarnation it is for into xenvmc/inc before any entry.  Another one:
+ * the table is what our previous incarnation was told (a quick reload or a
+ * resume Dom0 has not handled yet), and the offers relayed in it were made
+ * to that one: connecting to them would map pages being torn down.  None:
+ * a Dom0 module without incarnations, or a table wiped (and what Dom0
+ * writes into it next is for us: it lists us only once it has adopted our
+ * incarnation): the table counts as before.
+ */
+static bool vmcf_table_ours(void)
+{
+	unsigned int len;
+	u64 inc = 0;
+	char *val;
+	int err;
+
+	val = xenbus_read(XBT_NIL, vmcf_base, "xenvmc/inc", &len);
+	if (IS_ERR(val)) {
+		if (PTR_ERR(val) != -ENOENT)
+			return false;	/* unknown: the next event tells */
+	} else {
+		err = vmc_xs_parse_inc(val, len, &inc);
+		kfree(val);
+		if (err) {
+			pr_warn_ratelimited("unreadable xenvmc/inc from Dom0\n");
+			return false;
+		}
+		if (inc != vmcf_inc)
+			return false;
+	}
+	return true;
+}
+
 static void vmcf_table_changed(struct xenbus_watch *watch, const char *path,
 			       const char *token)
 {
 	mutex_lock(&vmcf_lock);
-	if (!vmcf_stopping && !vmcf_suspended) {
+	if (!vmcf_stopping && !vmcf_suspended && vmcf_table_ours()) {
 		vmcf_sync_peers();
 		vmcf_sync_chans();
 		if (vmcf_open_waiting())
@@ -4419,20 +4488,29 @@ static unsigned int vmcf_collect_addrs(struct vmc_addr *out)
 	return n;
 }
 
-/* Publish our addresses (when changed), then state "1". */
+/*
+ * Publish our addresses (when changed), then state "1"; before the first
+ * of this incarnation, the incarnation (vmc_proto.h: Dom0 judges it on
+ * that node's own event, so it goes first).
+ */
 static void vmcf_publish_addrs(struct work_struct *work)
 {
 	struct vmc_addr addrs[VMC_MAX_ADDRS];
-	char val[VMC_XS_ADDRS_MAX + 1];
+	char val[VMC_XS_ADDRS_MAX + 1], inc[VMC_XS_INC_LEN + 1];
 	unsigned int n;
-	int err;
+	int err = 0;
 
 	n = vmcf_collect_addrs(addrs);
 	vmc_xs_format_addrs(val, addrs, n);
 	mutex_lock(&vmcf_lock);
 	if (!vmcf_stopping && !vmcf_suspended &&
 	    (!vmcf_published || strcmp(val, vmcf_addrs_val))) {
-		err = xenbus_write(XBT_NIL, vmcf_data, "addrs", val);
+		if (!vmcf_published) {
+			vmc_xs_format_inc(inc, vmcf_inc);
+			err = xenbus_write(XBT_NIL, vmcf_data, "inc", inc);
+		}
+		if (!err)
+			err = xenbus_write(XBT_NIL, vmcf_data, "addrs", val);
 		if (!err)
 			err = xenbus_write(XBT_NIL, vmcf_data, "state", "1");
 		if (err)
@@ -4573,6 +4651,7 @@ static int vmcf_stats_show(struct seq_file *m, void *v)
 	seq_printf(m, "version %s\n", VMCF_VERSION);
 	seq_printf(m, "proto_version %u\n", VMC_PROTO_VERSION);
 	seq_printf(m, "domid %u\n", vmcf_domid);
+	seq_printf(m, "incarnation %016llx\n", READ_ONCE(vmcf_inc));
 	seq_printf(m, "grants_in_use %d\n", atomic_read(&vmcf_grants));
 	seq_printf(m, "mapped_pages %d\n", atomic_read(&vmcf_maps));
 	seq_printf(m, "event_channels %d\n", atomic_read(&vmcf_evtchns));
@@ -4640,6 +4719,21 @@ static void vmcf_leave(u32 reason)
 }
 
 /*
+ * A new incarnation, at load and at resume: the peers heard our BYE, and
+ * Dom0 must see us come back even if it never saw us leave.  Never 0,
+ * which stands for none.
+ */
+static void vmcf_new_incarnation(void)
+{
+	u64 inc;
+
+	do {
+		inc = get_random_u64();
+	} while (!inc);
+	WRITE_ONCE(vmcf_inc, inc);
+}
+
+/*
  * Migration state (drivers/xen/manage.c do_suspend: tasks are frozen,
  * then every device's .freeze, then the domain is saved; .thaw if the
  * suspend was cancelled, .restore on the new host or after xl restore,
@@ -4650,9 +4744,10 @@ static void vmcf_leave(u32 reason)
  *   running   | .freeze           | every connection back to TCP (REVERT, | frozen
  *             |                   | 2 s at most, then reset); BYE; claim  |
  *             |                   | withdrawn; every channel torn down    |
- *   frozen    | .thaw / .restore  | read the domid again, watch our new   | running
- *             |                   | table, publish the claim: channels    |
- *             |                   | and new connections come back         |
+ *   frozen    | .thaw / .restore  | read the domid again, a new           | running
+ *             |                   | incarnation, watch our new table,     |
+ *             |                   | publish the claim: channels and new   |
+ *             |                   | connections come back                 |
  *
  * Blocked readers and writers were woken by the freezer and restart their
  * calls after it, on TCP's functions.
@@ -4693,6 +4788,7 @@ static int vmcf_pm_resume(struct device *dev)
 	vmcf_domid = domid;
 	snprintf(vmcf_base, sizeof(vmcf_base), "/local/domain/%u", vmcf_domid);
 	snprintf(vmcf_data, sizeof(vmcf_data), "%s/data/xenvmc", vmcf_base);
+	vmcf_new_incarnation();
 	if (node) {
 		kfree(vmcf_table_watch.node);
 		vmcf_table_watch.node = node;
@@ -4705,7 +4801,8 @@ static int vmcf_pm_resume(struct device *dev)
 		pr_err("resume: cannot watch %s (%d): no peers until reload\n",
 		       vmcf_table_watch.node, err);
 	queue_work(vmcf_wq, &vmcf_addr_work);
-	pr_info("resumed in domain %u (was %u)\n", domid, old);
+	pr_info("resumed in domain %u (was %u), incarnation %016llx\n", domid,
+		old, READ_ONCE(vmcf_inc));
 	return 0;
 }
 
@@ -4943,6 +5040,7 @@ static int __init vmcf_init(void)
 	}
 	snprintf(vmcf_base, sizeof(vmcf_base), "/local/domain/%u", vmcf_domid);
 	snprintf(vmcf_data, sizeof(vmcf_data), "%s/data/xenvmc", vmcf_base);
+	vmcf_new_incarnation();
 
 	vmcf_wq = alloc_workqueue("xenvmc", WQ_MEM_RECLAIM | WQ_HIGHPRI, 0);
 	if (!vmcf_wq) {
@@ -4976,6 +5074,11 @@ static int __init vmcf_init(void)
 	pr_warn("EVIL TEST BUILD: misbehaves on command, never use it\n");
 #endif
 
+	/*
+	 * Start clean: nodes a previous incarnation failed to remove (its
+	 * channel offers) would be relayed to our peers as ours.
+	 */
+	xenbus_rm(XBT_NIL, vmcf_base, "data/xenvmc");
 	vmcf_table_watch.node = kasprintf(GFP_KERNEL, "%s/xenvmc", vmcf_base);
 	if (!vmcf_table_watch.node) {
 		err = -ENOMEM;
@@ -5032,8 +5135,8 @@ static int __init vmcf_init(void)
 #endif
 	queue_work(vmcf_wq, &vmcf_addr_work);
 
-	pr_info("loaded in domain %u, version %s, protocol %u\n", vmcf_domid,
-		VMCF_VERSION, VMC_PROTO_VERSION);
+	pr_info("loaded in domain %u, version %s, protocol %u, incarnation %016llx\n",
+		vmcf_domid, VMCF_VERSION, VMC_PROTO_VERSION, vmcf_inc);
 	return 0;
 
 err_unregister_device:
