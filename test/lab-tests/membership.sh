@@ -9,8 +9,8 @@
 #      resources return to their baseline; reload brings it back
 #   4. load orders: back restarted under running fronts; fronts before back
 #   5. spoofing: domu3 adds domu2's address; never listed as its owner
-#   6. garbage: domu3 writes malformed offers and claims into its own nodes;
-#      refused, counted, nobody else affected
+#   6. garbage: domu3 writes malformed offers, claims and an incarnation
+#      into its own nodes; refused, counted, nobody else affected
 pass=0; fail=0
 ok()  { echo "PASS: $*"; pass=$((pass + 1)); }
 bad() { echo "FAIL: $*"; fail=$((fail + 1)); }
@@ -144,6 +144,15 @@ check "no Oops/BUG/WARNING in dom0" is '! dmesg | grep -E "Oops|BUG:|WARNING:|ge
 lab-unload front domu3 > /dev/null
 lab-load front domu3 > /dev/null
 check "domu3 reloaded after garbage: all channels up" wait_until 20 all_up
+bad0=$(dom0_stat bad_claims)
+x domu3 'xenstore-write data/xenvmc/inc "not an incarnation"'
+sleep 2
+check "malformed incarnation refused and counted" \
+	is '[ "$(dom0_stat bad_claims)" -gt "$bad0" ] && [[ "$(dom0_line domu3)" == *"malformed incarnation"* ]]'
+check "domu3 left the other tables" wait_until 10 is '[ -z "$(peer_line domu1 domu3)" ]'
+lab-unload front domu3 > /dev/null
+lab-load front domu3 > /dev/null
+check "domu3 reloaded after a bad incarnation: all channels up" wait_until 20 all_up
 
 # 7. each module refuses the wrong kind of domain, saying why
 kv1=$(x domu1 uname -r)

@@ -10,7 +10,8 @@
 #   1. tcp=0 written at run time in domu1 under load
 #   2. rmmod vmc_front in domu1 under load (rmmod succeeds while sockets
 #      are open), then reloading accelerates new connections again; 2b.
-#      likewise after rmmod && insmod in one command, three times
+#      likewise after rmmod && insmod in one command, three times: each
+#      load a new incarnation that Dom0 adopts, both peers' channels back
 #   3. xl save + xl restore of domu1 mid-transfer, REVERT_CYCLES times (a
 #      PVH domu1: xl migrate to localhost instead, the domid changes too;
 #      domu2 PVH as well: the even cycles migrate domu2)
@@ -133,14 +134,33 @@ check "reload: new connections accelerated (accelerated_total +2)" \
 	wait_until 30 is '[ "$(stat_of domu1 accelerated_total)" -ge $((acc0 + 2)) ]' ||
 	{ cat /tmp/snap.re; why_not domu1; why_not domu2; x domu1 'dmesg | grep xenvmc-front | tail -20' | sed 's/^/  dmesg: /'; }
 check "reload: streams intact" result re
-# 2b. rmmod and insmod in one breath, three times: Dom0's table may never
-# show the module gone; the channel must come back all the same
+# 2b. rmmod and insmod in one breath, three times: Dom0's watch may run
+# only after the new load has written the same claim again, so each load is
+# a new incarnation (data/xenvmc/inc), which Dom0 must adopt (its domains
+# line names it, and domu1's gen has moved on: the peers saw it go and come
+# back); both peers' channels must come back all the same
+inc_of() { x "$1" "awk '\$1 == \"incarnation\" {print \$2}' /proc/xenvmc/stats"; }
+dom0_col() { awk -v d="$(xl domid "$1")" -v c="$2" '$1 == d {print $c}' /proc/xenvmc/domains; }
+unseen() { awk '$1 == "reloads_unseen" {print $2}' /proc/xenvmc/stats; }
+unseen0=$(unseen)
 for i in 1 2 3; do
+	inc0=$(inc_of domu1); gen0=$(dom0_col domu1 3)
 	x domu1 "rmmod vmc_front && insmod /lab/modules/\$(uname -r)/vmc_front.ko tcp=1 udp=1"
+	inc1=$(inc_of domu1)
+	check "quick reload $i: a new incarnation ($inc0 -> $inc1)" \
+		is '[ -n "$inc1" ] && [ "$inc1" != "$inc0" ]'
+	check "quick reload $i: Dom0 adopted it and domu1's gen moved on (from $gen0)" \
+		wait_until 20 is '[ "$(dom0_col domu1 6)" = "$inc1" ] && [ "$(dom0_col domu1 3)" -gt "$gen0" ]' ||
+		cat /proc/xenvmc/domains | sed 's/^/  dom0: /'
 	check "quick reload $i: channel up again" \
 		wait_until 60 is 'chan_up domu1 domu2 && chan_up domu2 domu1 && pools_up domu1 domu2 && pools_up domu2 domu1' ||
 		{ why_not domu1; why_not domu2; }
+	check "quick reload $i: channel to domu3 up again" \
+		wait_until 60 is 'chan_up domu1 domu3 && chan_up domu3 domu1' ||
+		{ why_not domu1; why_not domu3; }
 done
+unseen1=$(unseen)
+echo "  dom0: $(( ${unseen1:-0} - ${unseen0:-0} )) of the 3 quick reloads came back before Dom0 saw them go (reloads_unseen)"
 acc0=$(stat_of domu1 accelerated_total)
 start qr 7130 8
 sleep 2; snap > /tmp/snap.qr
