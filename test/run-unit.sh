@@ -3,7 +3,7 @@
 # Runs the user-space tests built by test/Makefile (in test/out/) and prints,
 # as its last line, "N passed, N failed": the test cases of all programs.
 #
-#   run-unit.sh all    ring_test, proto_test, ring_stress, fuzz smoke
+#   run-unit.sh all    ring_test, proto_test, back_model, ring_stress, fuzz smoke
 #   run-unit.sh smoke  only the libFuzzer targets, from a fresh corpus copy
 #   run-unit.sh fuzz   only the libFuzzer targets, corpus kept in
 #                      out/fuzz-corpus/ across runs (for long runs)
@@ -106,6 +106,7 @@ fuzz_finish() {
 if [ "$mode" = all ]; then
 	run_prog ring_test "$out/ring_test"
 	run_prog proto_test "$out/proto_test"
+	run_prog back_model "$out/back_model"
 	TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1 ${TSAN_OPTIONS:-}" \
 		run_prog ring_stress "$out/ring_stress"
 fi
