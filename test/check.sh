@@ -70,6 +70,9 @@ else
 	export LAB_TCPSEM_PAIRS=${LAB_TCPSEM_PAIRS:-v4-12 b4-21}
 	export LAB_STRESS_PP_SECS=${LAB_STRESS_PP_SECS:-60}
 	counted lab test/out/lab.log test/lab.sh run test/lab-tests/suite.sh test/lab-tests/*.sh
+	# Each finished test's time, on one line near the end (even when the
+	# suite ran out of time, which prints no "suite times" line).
+	echo "=== lab test times:$(sed -n 's/^=== \([a-z0-9-]*\)\.sh: .*, \([0-9]*\) s)$/ \1 \2s/p' test/out/lab.log | tr -d '\n')"
 fi
 
 echo "make check: $(( $(date +%s) - t0 )) s"

@@ -6,7 +6,9 @@
 # Each test's "N passed, N failed" is added up; the last line is the total.
 order=${LAB_SUITE:-"membership.sh tcp.sh udp.sh hostile.sh limits.sh tcpsem.sh tcpstress.sh smoke.sh revert.sh migrate.sh"}
 passed=0; failed=0
+times=""
 for t in $order; do
+	t0=$(date +%s)
 	f=$LAB_FILES/$t
 	echo "=== lab test $t"
 	if [ ! -f "$f" ]; then
@@ -20,14 +22,18 @@ for t in $order; do
 	if [ -z "${p:-}" ]; then
 		echo "=== $t: no result line (exit $rc): 1 failure"
 		failed=$((failed + 1))
+		times="$times ${t%.sh} $(( $(date +%s) - t0 ))s"
 		continue
 	fi
 	passed=$((passed + p)); failed=$((failed + f_))
 	[ "$rc" -ne 0 ] && [ "$f_" -eq 0 ] && failed=$((failed + 1))
-	echo "=== $t: $p passed, $f_ failed (exit $rc)"
+	echo "=== $t: $p passed, $f_ failed (exit $rc, $(( $(date +%s) - t0 )) s)"
+	times="$times ${t%.sh} $(( $(date +%s) - t0 ))s"
 	# Each test starts from the same state: modules loaded, defaults.
 	lab-unload front > /dev/null 2>&1
 	lab-load all > /dev/null 2>&1
 done
+# One line with every test's time, so that CI's tail shows where it went.
+echo "=== suite times:$times"
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]

@@ -75,11 +75,14 @@ x domu1 'nstat -n' > /dev/null; x domu2 'nstat -n' > /dev/null
 # on 6.12); the suspect, TCP resetting orphans when out of memory, is not confirmed: in run
 # sem-prof (all 6.1) the plain-TCP 32 KiB round verified 1000 of 1000 (memory pressure, no
 # abort).  Both 32 KiB rounds, plain and XenVMC, stay information only until that is explained
+# (LAB_STRESS_INFO=1 runs them: about 5 min under TCG, which make check cannot spare).
 echo "    tcp_mem (pages) domu1: $(x domu1 'cat /proc/sys/net/ipv4/tcp_mem'); domu2: $(x domu2 'cat /proc/sys/net/ipv4/tcp_mem')"
-xfer_run "1000 x 32 KiB, plain TCP (information only)" many $SRV $PORT 1000 32 | grep -E 'RESULT|verified' | tail -2
-echo "    plain TCP 32 KiB: TCP abort/overflow counters: domu1: $(tcpabort domu1) domu2: $(tcpabort domu2)"
-wait_until 120 is '[ "$(stat_of domu1 connections)" = 0 ] && [ "$(stat_of domu2 connections)" = 0 ]'
-x domu1 'nstat -n' > /dev/null; x domu2 'nstat -n' > /dev/null
+if [ "${LAB_STRESS_INFO:-0}" = 1 ]; then
+	xfer_run "1000 x 32 KiB, plain TCP (information only)" many $SRV $PORT 1000 32 | grep -E 'RESULT|verified' | tail -2
+	echo "    plain TCP 32 KiB: TCP abort/overflow counters: domu1: $(tcpabort domu1) domu2: $(tcpabort domu2)"
+	wait_until 120 is '[ "$(stat_of domu1 connections)" = 0 ] && [ "$(stat_of domu2 connections)" = 0 ]'
+	x domu1 'nstat -n' > /dev/null; x domu2 'nstat -n' > /dev/null
+fi
 xfer_run "1000 connections, plain TCP" many $SRV $PORT 1000 4 && plain_ok=yes || plain_ok=no
 echo "    plain TCP: TCP abort/overflow counters: domu1: $(tcpabort domu1) domu2: $(tcpabort domu2)"
 x domu1 'echo 1 > /sys/module/vmc_front/parameters/tcp'; x domu2 'echo 1 > /sys/module/vmc_front/parameters/tcp'
@@ -88,12 +91,15 @@ check "plain TCP: connections drained" \
 x domu1 'nstat -n' > /dev/null; x domu2 'nstat -n' > /dev/null
 check "1000 concurrent connections, each verified (plain TCP: $plain_ok)" xfer_run "1000 connections" many $SRV $PORT 1000 4
 echo "    XenVMC: TCP abort/overflow counters: domu1: $(tcpabort domu1) domu2: $(tcpabort domu2)"
-wait_until 120 is '[ "$(stat_of domu1 connections)" = 0 ] && [ "$(stat_of domu2 connections)" = 0 ]'
-x domu1 'nstat -n' > /dev/null; x domu2 'nstat -n' > /dev/null
-xfer_run "1000 x 32 KiB, XenVMC (information only)" many $SRV $PORT 1000 32 | grep -E 'RESULT|verified|reset' | tail -6
-echo "    XenVMC 32 KiB: TCP abort/overflow counters: domu1: $(tcpabort domu1) domu2: $(tcpabort domu2); reset counters: domu1: $(fallbacks domu1) domu2: $(fallbacks domu2)"
-echo "1000 connections: $last_acc accelerated (accelerated_total), the rest on TCP (pool_rings=$(x domu1 cat /sys/module/vmc_front/parameters/pool_rings) per peer and direction)"
-check "some of the 1000 connections were accelerated" is '[ "$last_acc" -ge 1 ]'
+acc_4k=$last_acc
+if [ "${LAB_STRESS_INFO:-0}" = 1 ]; then
+	wait_until 120 is '[ "$(stat_of domu1 connections)" = 0 ] && [ "$(stat_of domu2 connections)" = 0 ]'
+	x domu1 'nstat -n' > /dev/null; x domu2 'nstat -n' > /dev/null
+	xfer_run "1000 x 32 KiB, XenVMC (information only)" many $SRV $PORT 1000 32 | grep -E 'RESULT|verified|reset' | tail -6
+	echo "    XenVMC 32 KiB: TCP abort/overflow counters: domu1: $(tcpabort domu1) domu2: $(tcpabort domu2); reset counters: domu1: $(fallbacks domu1) domu2: $(fallbacks domu2)"
+fi
+echo "1000 connections: $acc_4k accelerated (accelerated_total), the rest on TCP (pool_rings=$(x domu1 cat /sys/module/vmc_front/parameters/pool_rings) per peer and direction)"
+check "some of the 1000 connections were accelerated" is '[ "$acc_4k" -ge 1 ]'
 check "connections drained after the 1000 (domu1, domu2)" \
 	wait_until 120 is '[ "$(stat_of domu1 connections)" = 0 ] && [ "$(stat_of domu2 connections)" = 0 ]'
 
