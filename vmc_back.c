@@ -19,6 +19,9 @@
  * Cost of a change: one DomU's entry changing costs one XenStore write per
  * other enabled DomU (N - 1), plus N - 1 writes into its own table when it
  * becomes enabled; never a rewrite of every table (which would be N^2).
+ * A new incarnation Dom0 did not see leave costs as much as leaving and
+ * coming back: N - 1 removals of its offers, N - 1 entry writes, N - 1
+ * writes to rebuild its own table.
  * In-memory recomputation is O(N * addresses) and touches no XenStore.
  *
  * All work runs in the xenwatch thread (watch callbacks), serialised by
@@ -31,7 +34,7 @@
  *   -        | domid appears in /local/domain      | add, watch its data/xenvmc   | OFF
  *   OFF      | state "1" and a valid address claim | gen++; entry to every peer;  | ON
  *            |                                     | every peer into its table    |
- *   OFF      | state "1", claim malformed          | log once; why = reason       | OFF
+ *   OFF      | state "1", claim or inc malformed   | log once; why = reason       | OFF
  *   ON       | addresses, ownership or vifs change | gen++; entry to every peer   | ON
  *   ON       | chan/<P> written or removed         | relay to P's xenvmc/chan/<D> | ON
  *            |                                     | (one withheld: only when the |
@@ -43,9 +46,10 @@
  *            | of the inc node)                    | us to see it gone)           |
  *   OFF      | event of the inc node, new value    | remember it; offers to it    | OFF/ON
  *            |                                     | withheld; then as any event  |
- *   ON       | event of the inc node, new value,   | as ON -> OFF, then OFF -> ON | ON
- *            | no event saw it OFF (data/xenvmc    | (gen++ twice); offers to it  |
- *            | never removed)                      | withheld                     |
+ *   ON       | event of the inc node, new value,   | its table wiped, its offers  | ON
+ *            | no event saw it OFF (data/xenvmc    | withdrawn, gen++, in one     |
+ *            | never removed)                      | publish (vmcb_restart());    |
+ *            |                                     | offers to it withheld        |
  *   any      | domid gone from /local/domain       | unwatch; as ON -> OFF; free  | -
  *
  * An incarnation (vmc_proto.h) is adopted only on the watch event of its
@@ -86,7 +90,7 @@ struct vmcb_relay {
 	struct list_head list;
 	unsigned int peer;
 	bool withheld;		/* until the offer is written again */
-	char val[24];		/* canonical "<gref> <port>" last written */
+	char val[24];		/* canonical "<gref> <port>" written; "": none */
 };
 
 struct vmcb_dom {
@@ -95,7 +99,7 @@ struct vmcb_dom {
 	bool on;		/* frontend loaded and claim valid */
 	bool synced;		/* its table holds every other ON DomU */
 	bool seen;		/* mark for the rescan */
-	bool bad_logged;	/* a malformed claim was logged already */
+	const char *bad_logged;	/* the refusal logged last (once each) */
 	bool changed;		/* entry changed since the last publish */
 	u32 gen;		/* bumped on every change of its entry */
 	u64 inc;		/* its frontend's incarnation; 0: none seen */
@@ -202,15 +206,16 @@ static int vmcb_read_inc(struct vmcb_dom *d, u64 *inc)
 /*
  * Read @d's frontend state and address claim.  Keeps the claim order of
  * addresses it already held, so re-reading never loses ownership.
+ * @inc_err, @inc: what vmcb_read_inc() returned for this event (read once:
+ * vmcb_reborn() decides on the same value).
  */
-static void vmcb_read_claim(struct vmcb_dom *d)
+static void vmcb_read_claim(struct vmcb_dom *d, int inc_err, u64 inc)
 {
 	struct vmc_addr addrs[VMC_MAX_ADDRS];
 	u64 since[VMC_MAX_ADDRS];
 	unsigned int len = 0, i, j;
 	bool was_on = d->on;
 	char *state, *val;
-	u64 inc;
 	int n;
 
 	d->on = false;
@@ -225,12 +230,11 @@ static void vmcb_read_claim(struct vmcb_dom *d)
 		d->why = "frontend not enabled";
 		goto off;
 	}
-	n = vmcb_read_inc(d, &inc);
-	if (n == -EAGAIN) {
+	if (inc_err == -EAGAIN) {
 		d->why = "incarnation unreadable";
 		goto off;
 	}
-	if (n) {
+	if (inc_err) {
 		d->why = "malformed incarnation";
 		goto bad;
 	}
@@ -277,9 +281,9 @@ static void vmcb_read_claim(struct vmcb_dom *d)
 	return;
 bad:
 	vmcb_bad_claims++;
-	if (!d->bad_logged)
+	if (d->bad_logged != d->why)
 		pr_warn_ratelimited("domain %u: %s refused\n", d->domid, d->why);
-	d->bad_logged = true;
+	d->bad_logged = d->why;
 off:
 	d->nr_addrs = 0;
 }
@@ -351,14 +355,23 @@ static void vmcb_xs_rm(const char *dir, const char *node)
 		pr_warn_ratelimited("rm %s/%s failed: %d\n", dir, node, err);
 }
 
-/* Tell @v which of its incarnations its table is for (before any entry). */
-static void vmcb_put_inc(struct vmcb_dom *v)
+/*
+ * Tell @v which of its incarnations its table is for (before any entry).
+ * If this fails, no entry may follow: a frontend reads a table without
+ * xenvmc/inc as its own (a Dom0 without incarnations writes none).
+ */
+static int vmcb_put_inc(struct vmcb_dom *v)
 {
 	char dir[40], val[VMC_XS_INC_LEN + 1];
+	int err;
 
 	snprintf(dir, sizeof(dir), "/local/domain/%u/xenvmc", v->domid);
 	vmc_xs_format_inc(val, v->inc);
-	vmcb_xs_write(dir, "inc", val);
+	err = xenbus_write(XBT_NIL, dir, "inc", val);
+	vmcb_xs_writes++;
+	if (err)
+		pr_warn_ratelimited("write %s/inc failed: %d\n", dir, err);
+	return err;
 }
 
 /* Write @d's entry into @v's table, or remove it. */
@@ -401,7 +414,7 @@ static void vmcb_drop_relays(struct vmcb_dom *d)
 	struct vmcb_dom *e;
 
 	list_for_each_entry_safe(r, tmp, &d->relays, list)
-		vmcb_drop_relay(d, r, !r->withheld);
+		vmcb_drop_relay(d, r, r->val[0]);
 	list_for_each_entry(e, &vmcb_doms, list)
 		list_for_each_entry_safe(r, tmp, &e->relays, list)
 			if (r->peer == d->domid)
@@ -480,6 +493,13 @@ static void vmcb_relay_chans(struct vmcb_dom *d, const char *event)
 	snprintf(path, sizeof(path), "%s/chan", d->path);
 	names = d->body[0] ? xenbus_directory(XBT_NIL, path, "", &n) : NULL;
 	if (IS_ERR(names)) {
+		/*
+		 * Only a missing directory means no offers: after any other
+		 * error, pruning would withdraw every relay of @d and reset
+		 * every channel it has.  The next event retries.
+		 */
+		if (PTR_ERR(names) != -ENOENT)
+			return;
 		names = NULL;
 		n = 0;
 	}
@@ -495,7 +515,7 @@ static void vmcb_relay_chans(struct vmcb_dom *d, const char *event)
 			if (!kstrtouint(names[i], 10, &peer) && peer == r->peer)
 				break;
 		if (!keep || i == n)
-			vmcb_drop_relay(d, r, !r->withheld);
+			vmcb_drop_relay(d, r, r->val[0]);
 	}
 	for (i = 0; i < n; i++) {
 		if (kstrtouint(names[i], 10, &peer) || peer == d->domid)
@@ -562,8 +582,9 @@ static void vmcb_publish(void)
 	list_for_each_entry(v, &vmcb_doms, list) {
 		if (!v->body[0])
 			continue;
-		if (!v->synced && v->inc)
-			vmcb_put_inc(v);
+		/* Unsynced, retried at the next publish. */
+		if (!v->synced && v->inc && vmcb_put_inc(v))
+			continue;
 		list_for_each_entry(d, &vmcb_doms, list) {
 			if (d == v)
 				continue;
@@ -597,25 +618,48 @@ static void vmcb_publish(void)
  * before it would pass for newer.  The watch's first event only learns
  * the incarnation: nothing was told about @d before it.  When that event
  * could not read the node, the next one of @d's events stands in for it
- * (it is newer still).
+ * (it is newer still).  @err, @inc: this event's vmcb_read_inc().
  */
-static bool vmcb_reborn(struct vmcb_dom *d, const char *path)
+static bool vmcb_reborn(struct vmcb_dom *d, const char *path, int err,
+			u64 inc)
 {
 	bool first = !d->inc_read;
 	char node[64];
-	u64 inc;
-	int err;
 
 	d->inc_read = true;
 	snprintf(node, sizeof(node), "%s/inc", d->path);
 	if (!first && !d->inc_retry && strcmp(path, node))
 		return false;
-	err = vmcb_read_inc(d, &inc);
 	d->inc_retry = err == -EAGAIN;
 	if (err || !inc || inc == d->inc)
 		return false;
 	d->inc = inc;
 	return !first;
+}
+
+/*
+ * @d came back with no event of ours seeing it gone (its data/xenvmc was
+ * never removed): do what its leaving and coming back would have done, in
+ * one publish.  Its table is wiped (rebuilt for the new incarnation by the
+ * publish), the offers it made are withdrawn from its peers (a connected
+ * peer sets its channel up again on that, vmc_front.c), and its entry gets
+ * a new gen in every table (a closed or offered channel starts over on
+ * that).  Its claims keep their age: passing through OFF would hand its
+ * addresses to a later claimant for one publish, and that DomU's entry
+ * would change twice in every table on each reload.  Cost: what a reload
+ * Dom0 saw costs (about 3(N - 1) writes), nothing a DomU could not already
+ * cause by rewriting its state node.
+ */
+static void vmcb_restart(struct vmcb_dom *d)
+{
+	char dir[40];
+
+	vmcb_reloads_unseen++;
+	snprintf(dir, sizeof(dir), "/local/domain/%u", d->domid);
+	vmcb_xs_rm(dir, "xenvmc");
+	vmcb_drop_relays(d);
+	d->synced = false;
+	d->body[0] = '\0';	/* the publish sees a change: gen++ */
 }
 
 /* Watch on one DomU's data/xenvmc subtree. */
@@ -625,25 +669,18 @@ static void vmcb_dom_changed(struct xenbus_watch *watch, const char *path,
 	struct vmcb_dom *d = container_of(watch, struct vmcb_dom, watch);
 	struct vmcb_dom *e;
 	bool was_peer, reborn;
+	int inc_err;
+	u64 inc;
 
 	mutex_lock(&vmcb_lock);
 	if (!vmcb_stopping) {
 		was_peer = d->body[0];
-		reborn = vmcb_reborn(d, path);
-		vmcb_read_claim(d);
+		inc_err = vmcb_read_inc(d, &inc);
+		reborn = vmcb_reborn(d, path, inc_err, inc);
+		vmcb_read_claim(d, inc_err, inc);
 		if (reborn) {
 			if (was_peer && d->on) {
-				/*
-				 * It came back with no event of ours seeing it
-				 * gone (its data/xenvmc was never removed): do
-				 * what its leaving would have done, so that
-				 * peers that heard its BYE see it come back,
-				 * with a new gen.
-				 */
-				vmcb_reloads_unseen++;
-				d->on = false;
-				vmcb_publish();
-				d->on = true;
+				vmcb_restart(d);
 				was_peer = false;
 			}
 			vmcb_withhold(d);

@@ -44,7 +44,7 @@
  *   CONN/UP  | bad index, bad message, wrong HELLO | count; tear down channel     | BROKEN
  *   BROKEN/  | P's entry changes (gen) or relisted | set up again                 | OFFERED
  *   CLOSED   |                                     |                              |
- *   OFFERED  | P's entry changes (gen)             | write our offer again        | OFFERED
+ *   OFFERED  | P's entry changes (gen)             | set up again (new grant)     | OFFERED
  *   CONN/UP  | P's chan value changes or is        | set up again                 | OFFERED
  *            | withdrawn (P reloaded)              |                              |
  *   any      | BYE from P                          | tear down channel            | CLOSED
@@ -54,8 +54,8 @@
  * vmcf_table_ours()); every load and resume is a new one.  When P reloads
  * quickly, Dom0 takes P out of our table and puts it back with a new gen,
  * withdraws P's old offer from us, and holds our offer back from P until
- * we write it again: a BYE or a withdrawn offer sets our channel up again,
- * the gen change does for a closed one and rewrites an offered one's.
+ * we write one again: a BYE or a withdrawn offer sets our channel up
+ * again, and the gen change does for a closed or offered one.
  *
  * "set up again" lands in CLOSED with the max_peers reason instead when
  * max_peers other channels are OFFERED, CONNECTED or UP: those states hold
@@ -4242,6 +4242,13 @@ static void vmcf_sync_peers(void)
 	snprintf(dir, sizeof(dir), "%s/xenvmc/peers", vmcf_base);
 	names = xenbus_directory(XBT_NIL, dir, "", &n);
 	if (IS_ERR(names)) {
+		/*
+		 * Only a missing directory is an empty table: after another
+		 * error, forgetting every peer would reset every channel.
+		 * The next event retries.
+		 */
+		if (PTR_ERR(names) != -ENOENT)
+			return;
 		names = NULL;
 		n = 0;
 	}
@@ -4271,18 +4278,18 @@ static void vmcf_sync_peers(void)
 		spin_lock_bh(&p->conn_lock);
 		p->entry = e;
 		spin_unlock_bh(&p->conn_lock);
-		/* A closed or broken channel gets a new chance when new. */
-		if (relist && (p->state == VMCF_CLOSED ||
-			       p->state == VMCF_BROKEN))
-			vmcf_peer_open(p);
 		/*
-		 * P may have come back: Dom0 then relays our offer to it only
-		 * once we write it again (vmc_back.c, vmcb_withhold()).  Still
-		 * unmapped by us, its ring holds only our HELLO, which a new
-		 * incarnation of P reads from the start: the same offer does.
+		 * A closed or broken channel gets a new chance when new.  An
+		 * offered one starts over too: P may have come back, and Dom0
+		 * relays our offer to it only once we write one again
+		 * (vmc_back.c, vmcb_withhold()).  A fresh grant, not the same
+		 * offer: the incarnation that left may have mapped our page
+		 * and written into it.
 		 */
-		else if (relist && p->state == VMCF_OFFERED)
-			vmcf_publish_chan(p);
+		if (relist && (p->state == VMCF_CLOSED ||
+			       p->state == VMCF_BROKEN ||
+			       p->state == VMCF_OFFERED))
+			vmcf_peer_open(p);
 	}
 	kfree(names);
 	list_for_each_entry_safe(p, tmp, &vmcf_peers, list)
@@ -5136,7 +5143,7 @@ static int __init vmcf_init(void)
 	queue_work(vmcf_wq, &vmcf_addr_work);
 
 	pr_info("loaded in domain %u, version %s, protocol %u, incarnation %016llx\n",
-		vmcf_domid, VMCF_VERSION, VMC_PROTO_VERSION, vmcf_inc);
+		vmcf_domid, VMCF_VERSION, VMC_PROTO_VERSION, READ_ONCE(vmcf_inc));
 	return 0;
 
 err_unregister_device:

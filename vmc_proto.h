@@ -481,20 +481,25 @@ static inline void vmc_msg_init(void *buf, u8 type)
  * and peers that heard BYE would wait for a change that never comes.  So
  * every load and every resume picks a new random incarnation and writes
  * it to data/xenvmc/inc before addrs and state.  Dom0 adopts a new one
- * only on the watch event of that node (events come in the order of the
- * writes, so whatever is handled after it is newer than the incarnation);
- * an older event that already reads it takes the DomU off, as if its
- * state were gone.  Either way the DomU leaves every table and comes back
- * with a new gen, and its own table is wiped and rebuilt, xenvmc/inc
- * first.  Dom0 relays a peer's offer to a DomU that came back only once
- * that peer has written it again (a frontend with incarnations does, on
- * the gen change).  A frontend acts on its table only while xenvmc/inc is
+ * only on the watch event of that node, or on the watch's first event
+ * (events come in the order of the writes, so whatever is handled after
+ * it is newer than the incarnation); an older event that already reads it
+ * takes the DomU off, as if its state were gone.  Either way its entry
+ * gets a new gen in every table, the offers it made are withdrawn from
+ * its peers, and its own table is wiped and rebuilt, xenvmc/inc first.
+ * Dom0 relays a peer's offer to a DomU that came back only once that peer
+ * has written a new one (a frontend with incarnations does, on the gen
+ * change).  A frontend acts on its table only while xenvmc/inc is
  * absent or names its own incarnation: another one means the table, and
  * the offers relayed in it, belong to the incarnation that left.
  * Compatibility: state stays "1".  A frontend that writes no inc node is
  * handled as before and gets no xenvmc/inc; a Dom0 module without
  * incarnations ignores the node and writes no xenvmc/inc, and the
- * frontend then uses its table as before.
+ * frontend then uses its table as before.  Offers from a peer without
+ * incarnations are never withheld (it would not write them again): a
+ * quick reload next to such a peer may still map its offer to the
+ * incarnation that left, fail, and wait in "connect failed" until that
+ * peer's entry changes, as before incarnations.
  *
  * VMC_XS_INC: exactly 16 lower-case hex digits, a u64 other than 0.
  *
@@ -627,12 +632,12 @@ static inline int vmc_xs_parse_inc(const char *s, unsigned int len, u64 *inc)
 /* Format @inc into @buf (VMC_XS_INC_LEN + 1 bytes), as the parser wants. */
 static inline void vmc_xs_format_inc(char *buf, u64 inc)
 {
-	static const char hex[] = "0123456789abcdef";
+	u8 b[VMC_XS_INC_LEN / 2];
 	unsigned int i;
 
-	for (i = 0; i < VMC_XS_INC_LEN; i++)
-		buf[i] = hex[(inc >> (4 * (VMC_XS_INC_LEN - 1 - i))) & 15];
-	buf[VMC_XS_INC_LEN] = '\0';
+	for (i = 0; i < sizeof(b); i++)
+		b[i] = inc >> (8 * (sizeof(b) - 1 - i));
+	*vmc_xs_put_hex(buf, b, sizeof(b)) = '\0';
 }
 
 /* Parse a decimal u32 token of @s ending at a space or @len; advances *pos. */

@@ -612,6 +612,30 @@ static void t_no_gap(void)
 	      "relays");
 }
 
+/*
+ * 3 claims 1's address too, after 1 (so 1 keeps it).  1 comes back with
+ * no event seeing it leave: its claims keep their age, so 3's entry does
+ * not change, not even for a moment (its gen would show it).
+ */
+static void t_squatter(void)
+{
+	const char *x = newinc(), *e;
+	long g;
+
+	sim_write("/local/domain/3/data/xenvmc/addrs", "0a000003 0a000001");
+	run_dom0();
+	g = tbl_gen(2, 3);
+	e = sim_get("/local/domain/2/xenvmc/peers/3");
+	CHECK(g > 0 && e && !strstr(e, "0a000001"), "3 not listed for 1's address (%s)", e);
+	sim_write("/local/domain/1/data/xenvmc/inc", x);
+	run_dom0();
+	CHECK(tbl_gen(2, 3) == g, "3's entry: gen %ld -> %ld", g, tbl_gen(2, 3));
+	e = sim_get("/local/domain/2/xenvmc/peers/1");
+	CHECK(e && strstr(e, "0a000001"), "1 keeps its address (%s)", e);
+	sim_write("/local/domain/3/data/xenvmc/addrs", "0a000003");
+	run_dom0();
+}
+
 /* Nothing Dom0 could see: the old behaviour, on record. */
 static void t_old_front(void)
 {
@@ -909,6 +933,7 @@ int main(void)
 	run("quick_reload_bye_unread", t_quick_reload_bye_unread);
 	run("slow_reload", t_slow_reload);
 	run("no_gap", t_no_gap);
+	run("squatter", t_squatter);
 	run("old_front", t_old_front);
 	run("bad_inc", t_bad_inc);
 	run("back_reload", t_back_reload);
