@@ -280,7 +280,7 @@ Host *
     Ciphers aes128-gcm@openssh.com
     ControlMaster no
 EOF
-    printf 'UseDNS no\nUsePAM no\nPrintMotd no\nPrintLastLog no\nPermitRootLogin prohibit-password\nPasswordAuthentication no\nHostKey /etc/ssh/ssh_host_ed25519_key\n' > "$t/etc/ssh/sshd_config.d/lab.conf"
+    printf 'UseDNS no\nUsePAM no\nPrintMotd no\nPrintLastLog no\nPermitRootLogin prohibit-password\nPasswordAuthentication no\nHostKey /etc/ssh/ssh_host_ed25519_key\nMaxSessions 64\n' > "$t/etc/ssh/sshd_config.d/lab.conf"
     # keep every guest console; oxenstored
     if [ -f "$t/etc/default/xen" ]; then sed -i '/XENCONSOLED_ARGS/d' "$t/etc/default/xen"; fi
     echo 'XENCONSOLED_ARGS="--log=guest --log-dir=/var/log/xen/console"' >> "$t/etc/default/xen"
