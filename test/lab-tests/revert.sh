@@ -103,8 +103,11 @@ start sw 7100 30
 check "switch: both connections accelerated" wait_until 30 is '[ "$(naccel domu1)" -ge 2 ]'
 sleep 5
 x domu1 'echo 0 > /sys/module/vmc_front/parameters/tcp'
+# Each move back is a REVERT exchange with the peer under full load; 10 s
+# was too short once (session 9: the list was empty right after, streams
+# intact), so the bound is a liveness one, not a speed one.
 check "switch: tcp=0 moved them back to TCP (none accelerated, reverted_total grew)" \
-	wait_until 10 is '[ "$(naccel domu1)" = 0 ] && [ "$(stat_of domu1 reverted_total)" -ge $((rev0 + 2)) ]'
+	wait_until 30 is '[ "$(naccel domu1)" = 0 ] && [ "$(stat_of domu1 reverted_total)" -ge $((rev0 + 2)) ]'
 echo "  domu1 after tcp=0:"; x domu1 cat /proc/xenvmc/connections | sed 's/^/    /'
 check "switch: streams intact both ways, nothing lost, no reset" result sw
 x domu1 'echo 1 > /sys/module/vmc_front/parameters/tcp'
