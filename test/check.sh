@@ -71,7 +71,7 @@ else
 	# revert.sh (`make migrate` runs 20), one round each way of migrate.sh's
 	# timing figures (no assertion depends on them).  The whole run (boot
 	# included) and the suite get their limits, inside CI's 90 min.
-	export LAB_TEST_TIMEOUT=${LAB_TEST_TIMEOUT:-4300} LAB_TIMEOUT=${LAB_TIMEOUT:-4800}
+	export LAB_TEST_TIMEOUT=${LAB_TEST_TIMEOUT:-4500} LAB_TIMEOUT=${LAB_TIMEOUT:-5000}
 	export LAB_TCPSEM_PAIRS=${LAB_TCPSEM_PAIRS:-v4-12}
 	export LAB_STRESS_PP_SECS=${LAB_STRESS_PP_SECS:-60}
 	export LAB_REVERT_CYCLES=${LAB_REVERT_CYCLES:-1}
