@@ -52,8 +52,8 @@
  *
  * The table counts only once Dom0 says it is for this incarnation (see
  * vmcf_table_ours()); every load and resume is a new one.  When P reloads
- * quickly, Dom0 takes P out of our table and puts it back with a new gen,
- * withdraws P's old offer from us, and holds our offer back from P until
+ * quickly, Dom0 gives P's entry a new gen (in one publish: it stays
+ * listed), withdraws P's old offer from us, and holds our offer back from P until
  * we write one again: a BYE or a withdrawn offer sets our channel up
  * again, and the gen change does for a closed or offered one.
  *
@@ -5083,7 +5083,8 @@ static int __init vmcf_init(void)
 
 	/*
 	 * Start clean: nodes a previous incarnation failed to remove (its
-	 * channel offers) would be relayed to our peers as ours.
+	 * channel offers) would be relayed to our peers as ours.  Its
+	 * result is not checked: -ENOENT, nothing left, is the usual one.
 	 */
 	xenbus_rm(XBT_NIL, vmcf_base, "data/xenvmc");
 	vmcf_table_watch.node = kasprintf(GFP_KERNEL, "%s/xenvmc", vmcf_base);
