@@ -69,13 +69,18 @@ else
 	# tests with fewer repetitions: one tcpsem pair (LAB_TCPSEM_PAIRS="v4-12
 	# b4-21" adds the busy-polling one), one save/restore cycle in
 	# revert.sh (`make migrate` runs 20), one round each way of migrate.sh's
-	# timing figures (no assertion depends on them).  The whole run (boot
-	# included) and the suite get their limits, inside CI's 90 min.
+	# timing figures (no assertion depends on them), no smoke.sh save/restore
+	# and re-create of domu3 (revert.sh does both under load), no plain-TCP
+	# reference stream in tcpstress.sh (information only).  CI's run of
+	# session 9 passed in 4843 s: these last two cut about 3 min more.  The
+	# whole run (boot included) and the suite get their limits, inside
+	# CI's 90 min.
 	export LAB_TEST_TIMEOUT=${LAB_TEST_TIMEOUT:-4500} LAB_TIMEOUT=${LAB_TIMEOUT:-5000}
 	export LAB_TCPSEM_PAIRS=${LAB_TCPSEM_PAIRS:-v4-12}
 	export LAB_STRESS_PP_SECS=${LAB_STRESS_PP_SECS:-60}
 	export LAB_REVERT_CYCLES=${LAB_REVERT_CYCLES:-1}
 	export LAB_MIGRATE_ROUNDS=${LAB_MIGRATE_ROUNDS:-1}
+	export LAB_SMOKE_LIFECYCLE=${LAB_SMOKE_LIFECYCLE:-0}
 	counted lab test/out/lab.log test/lab.sh run test/lab-tests/suite.sh test/lab-tests/*.sh
 	# Each finished test's time, on one line near the end (even when the
 	# suite ran out of time, which prints no "suite times" line).
