@@ -174,6 +174,14 @@ MODULE_PARM_DESC(evil_gref, "TEST BUILD: announce pool grant refs never granted"
 #define VMCF_DGRAM_WAIT		(HZ / 2)
 #define VMCF_DRAIN_WAIT		(5 * HZ)	/* unload: saved bytes still unread */
 #define VMCF_PENDING_MAX	64
+/*
+ * A large send or receive publishes its index every quarter ring, not once
+ * at the end: the peer starts copying (or refilling) while we still copy,
+ * so the two vCPUs overlap.  Published once per call, a 64 KiB write into a
+ * 64 KiB ring was copied in, then out, one after the other.  Each publish
+ * is one barrier; it sends an event only if the peer asked for one.
+ */
+#define VMCF_CHUNK(r)		max_t(u32, (r)->size / 4, PAGE_SIZE)
 
 enum vmcf_chan_state {
 	VMCF_OFFERED,
@@ -1986,6 +1994,9 @@ static int vmcf_do_recvmsg(struct sock *sk, struct msghdr *msg, size_t len,
 		}
 		if (avail > 0) {
 			n = min_t(size_t, avail, len - copied);
+			/* A peek returns all it sees, as TCP's does. */
+			if (!(flags & MSG_PEEK))
+				n = min_t(u32, n, VMCF_CHUNK(&c->rx));
 			for (done = 0; done < n; done += got) {
 				ptr = vmc_ring_seg(&c->rx, c->rx.pos + done,
 						   n - done, &seg);
@@ -2018,7 +2029,9 @@ static int vmcf_do_recvmsg(struct sock *sk, struct msghdr *msg, size_t len,
 					copied = -EFAULT;
 				break;
 			}
-			if ((flags & MSG_PEEK) || copied >= target)
+			/* A chunk of what we saw: the rest too, as TCP would. */
+			if ((flags & MSG_PEEK) ||
+			    (copied >= target && done == avail))
 				break;
 			continue;
 		}
@@ -2215,7 +2228,8 @@ static int vmcf_do_sendmsg(struct sock *sk, struct msghdr *msg, size_t size)
 			remove_wait_queue(sk_sleep(sk), &wait);
 			continue;
 		}
-		n = min_t(size_t, space, size - copied);
+		n = min_t(size_t, min_t(size_t, space, size - copied),
+			  VMCF_CHUNK(&c->tx));
 		for (done = 0; done < n; done += got) {
 			ptr = vmc_ring_seg(&c->tx, c->tx.pos + done, n - done,
 					   &seg);

@@ -9,7 +9,7 @@
 # The fast path is switched with /sys/module/vmc_front/parameters/{tcp,udp}; it acts on NEW
 # connections, and every run opens its own (iperf3, sockperf and crr clients start per run).
 # Each figure LAB_BENCH_RUNS times per column (default 3), LAB_BENCH_SECS seconds each (default 5),
-# columns round-robin: iperf3 TCP stream with -l 64 B .. 64 KiB (powers of 4), TCP request/response
+# columns round-robin: iperf3 TCP stream with -l 64 B .. 64 KiB (powers of 4) and 128 KiB (iperf3's default), TCP request/response
 # 1 B (crr rr: a sockperf message carries its own header, so it cannot be 1 byte) and 1 KiB (sockperf
 # ping-pong --tcp -m 1024), the 1 B request/response again with net.core.busy_read=LAB_BENCH_BUSY_READ
 # us (default 100; 0 skips it) in both DomUs, TCP connect/request/response/close rate (crr crr), UDP stream (iperf3 -u
@@ -24,7 +24,7 @@
 set -o pipefail
 T=${LAB_BENCH_SECS:-5}
 N=${LAB_BENCH_RUNS:-3}
-SIZES=${LAB_BENCH_SIZES:-"64 256 1024 4096 16384 65536"}
+SIZES=${LAB_BENCH_SIZES:-"64 256 1024 4096 16384 65536 131072"}	# 128 KiB: iperf3's default
 COLUMNS=${LAB_BENCH_COLUMNS:-"netfront xenvmc loopback"}
 BUSY=${LAB_BENCH_BUSY_READ:-100}	# us; 0: no busy-polling row
 A=domu1 B=domu2
