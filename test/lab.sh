@@ -604,11 +604,14 @@ cmd_bench() {
     verdict=$(sed -n 's/^verdict: //p' "$LAB_RESULTS/summary.txt" 2>/dev/null)
     python3 "$LAB_DIR/report.py" "$raw" "$LAB_RESULTS" --verdict "${verdict:-?}" > "$LAB_RESULTS/report.out" ||
         { cat "$LAB_RESULTS/report.out"; say "bench: report.py failed"; return 1; }
-    if [ $rc = 0 ]; then
+    # doc/bench/ holds a passing run of the defaults only (LAB_BENCH_FRONT_PARAMS: results dir only)
+    local doc=0
+    if [ $rc = 0 ] && [ -z "${LAB_BENCH_FRONT_PARAMS:-}" ]; then
         mkdir -p "$REPO/doc/bench"
         cp "$LAB_RESULTS/bench.md" "$LAB_RESULTS/bench.svg" "$LAB_RESULTS/ratios.txt" "$REPO/doc/bench/"
+        doc=1
     fi
-    say "bench: whole run $(( $(now) - t0 )) s (exit $rc); report: $LAB_RESULTS/bench.md$([ $rc = 0 ] && echo ', copied to doc/bench/')"
+    say "bench: whole run $(( $(now) - t0 )) s (exit $rc); report: $LAB_RESULTS/bench.md$([ $doc = 1 ] && echo ', copied to doc/bench/')"
     cat "$LAB_RESULTS/report.out"
     return $rc
 }

@@ -58,6 +58,14 @@ fi
     echo "busy_read $BUSY"
 } > "$RAW/meta.txt"
 
+# LAB_BENCH_FRONT_PARAMS (e.g. "ring_kb=256"): vmc_front reloaded with them in both DomUs; the
+# report names them next to the date.
+if [ -n "${LAB_BENCH_FRONT_PARAMS:-}" ]; then
+    note "vmc_front reloaded in $A and $B with $LAB_BENCH_FRONT_PARAMS"
+    lab-unload front $A $B > /dev/null 2>&1
+    LAB_FRONT_PARAMS="tcp=0 $LAB_BENCH_FRONT_PARAMS" lab-load front $A $B || note "cannot load vmc_front with $LAB_BENCH_FRONT_PARAMS"
+    echo "front_params $LAB_BENCH_FRONT_PARAMS" >> "$RAW/meta.txt"
+fi
 for d in $A $B; do
     if ! x $d "grep -q '^vmc_front ' /proc/modules"; then
         note "vmc_front not loaded in $d: loading it (tcp=0)"

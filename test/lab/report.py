@@ -307,6 +307,9 @@ def main():
         meta.get("date", "?"), mode, meta.get("xen", "?"), meta.get("dom0_kernel", "?"),
         meta.get("domu1_kernel", "?"), meta.get("domu2_kernel", "?"), meta.get("domu_types", "?"),
         meta.get("domu_vcpus", "1"))
+    stamp += ", vmc_front ring_kb %s, pool_rings %s" % (meta.get("ring_kb", "?"), meta.get("pool_rings", "?"))
+    if meta.get("front_params"):
+        stamp += " (loaded with %s, not the defaults)" % meta["front_params"]
     L.append("# XenVMC benchmark")
     L.append("")
     L.append("%s. `make bench`, one lab boot; %s runs of %s s per figure: median (min-max)." % (
