@@ -1809,6 +1809,26 @@ static u32 vmcf_tcp_room(struct sock *sk, struct vmcf_conn *c)
 }
 
 /*
+ * Is there something to read before TCP's error?  tcp_recvmsg() returns
+ * what was queued before a RST, then the FIN's EOF, and only then the
+ * error; the ring's bytes and its EOF are all from before the cut, so
+ * before any RST of TCP's.  One comes even from a peer that closed
+ * cleanly: its socket may go at once when tcp_max_tw_buckets is reached,
+ * and our TCP's next ACK or keepalive is answered with a RST.  Socket
+ * lock held; @room as vmcf_tcp_room() (TCP's bytes before the cut first).
+ */
+static bool vmcf_rx_before_err(struct vmcf_conn *c, u32 room)
+{
+	if (room)
+		return false;
+	if (c->state == VMCF_C_DRAIN)
+		return c->drain_off < c->drain_len;
+	/* A corrupt index (avail < 0) counts: the ring path resets. */
+	return c->state == VMCF_C_RING &&
+	       (vmc_ring_avail(&c->rx) != 0 || vmc_ring_peer_eof(&c->rx));
+}
+
+/*
  * Wake-up conditions; sk_wait_event() evaluates them also without the
  * socket lock, so ring memory is looked at only under RCU (channel
  * teardown marks sockets, then waits a grace period before unmapping).
@@ -1949,7 +1969,7 @@ static int vmcf_do_recvmsg(struct sock *sk, struct msghdr *msg, size_t len,
 			vmcf_conn_kill(c, ECONNRESET, "TCP data after the cut", true);
 			continue;
 		}
-		if (sk->sk_err) {
+		if (sk->sk_err && !vmcf_rx_before_err(c, room)) {
 			if (!copied)
 				copied = sock_error(sk);
 			break;

@@ -6,8 +6,10 @@
 # (read/write, sendmsg/recvmsg, readv/writev, sendfile, splice, MSG_PEEK,
 # MSG_WAITALL, MSG_DONTWAIT, O_NONBLOCK/EAGAIN, poll/select/epoll LT and ET,
 # EPOLLRDHUP/EPOLLHUP, SO_RCVTIMEO/SO_SNDTIMEO, SO_RCVLOWAT, SIOCINQ/SIOCOUTQ,
-# half-close, close with unread data (RST), close with data in flight, EINTR
-# and SA_RESTART, MSG_OOB) and prints what it observes.  Each pair of DomUs
+# half-close, close with unread data (RST), close with data in flight, a
+# peer whose socket is gone after a clean close (our ACK of its FIN answered
+# with a RST: what it sent is still read, then EOF), EINTR and SA_RESTART,
+# MSG_OOB) and prints what it observes.  Each pair of DomUs
 # runs it twice: with the fast path off (vmc_front freshly loaded with tcp=0:
 # plain netfront TCP, the reference) and on (reloaded with tcp=1); every
 # check whose output differs is one FAIL showing both outputs.  At the end the

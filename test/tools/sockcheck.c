@@ -1016,6 +1016,41 @@ static void rst_s(int *fd)
 	barrier();
 }
 
+/*
+ * The peer closes cleanly, and its socket is gone before ours has read:
+ * TCP_LINGER2 < 0 (as when tcp_max_tw_buckets is reached) answers our ACK
+ * of its FIN with a RST.  What it sent before its close is still read, then
+ * EOF; only a send sees the error.
+ */
+static void gone_c(int *fd)
+{
+	char b[10];
+
+	/* The peer's answer to this comes once its side moved to the ring. */
+	send_pat(*fd, 0, 1);
+	barrier();		/* peer sent and closed */
+	xpoll(*fd, POLLERR, WAIT_MS);
+	msleep(300);
+	out("poll mask once the peer's socket is gone: %s",
+	    pmask(xpoll(*fd, POLLIN | POLLOUT | POLLRDHUP, 0)));
+	out("the 1000 bytes sent before its close read intact: %s", yesno(recv_pat(*fd, 0, 1000)));
+	out("then recv=%s", R(recv(*fd, b, sizeof(b), 0)));
+	out("send=%s", R(send(*fd, "x", 1, MSG_NOSIGNAL)));
+}
+
+static void gone_s(int *fd)
+{
+	int linger2 = -1;
+
+	out("the client's first byte: %s", yesno(recv_pat(*fd, 0, 1)));
+	out("TCP_LINGER2=-1: %s",
+	    R(setsockopt(*fd, IPPROTO_TCP, TCP_LINGER2, &linger2, sizeof(linger2))));
+	out("send 1000: %s", send_pat(*fd, 0, 1000) ? "error" : "done");
+	out("close()=%s", R(close(*fd)));
+	*fd = -1;
+	barrier();
+}
+
 #define IF_SIZE (4 * 1048576)
 #define IF_TAIL 16384
 
@@ -1172,6 +1207,7 @@ static const struct check checks[] = {
 	{ "halfclose", halfclose_c, halfclose_s },
 	{ "close_unread_rst", rst_c, rst_s },
 	{ "close_inflight", inflight_c, inflight_s },
+	{ "close_gone_rst", gone_c, gone_s },
 	{ "eintr", eintr_c, eintr_s },
 	{ "oob", oob_c, oob_s },
 };

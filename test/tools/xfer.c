@@ -268,6 +268,26 @@ static int connect_peer(void)
 	return fd;
 }
 
+/* For messages: the client's port, as both sides name it. */
+static int sock_port(int fd, int peer)
+{
+	struct sockaddr_storage a;
+	socklen_t l = sizeof(a);
+	int e = errno;
+
+	if ((peer ? getpeername(fd, (struct sockaddr *)&a, &l) :
+		    getsockname(fd, (struct sockaddr *)&a, &l)) < 0)
+		l = 0;
+	errno = e;
+	if (!l)
+		return -1;
+	return ntohs(a.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&a)->sin6_port :
+			 ((struct sockaddr_in *)&a)->sin_port);
+}
+
+#define local_port(fd) sock_port(fd, 0)
+#define peer_port(fd) sock_port(fd, 1)
+
 static void raise_nofile(rlim_t want)
 {
 	struct rlimit rl;
@@ -307,10 +327,19 @@ static void *server_conn(void *arg)
 	struct rxres res;
 	struct trailer t = { MAGIC, 0, 0, 0 };
 	uint64_t rs2;
+	size_t got;
+	int pp = peer_port(c->fd);
 
-	if (readn(c->fd, &c->h, sizeof(c->h)) != sizeof(c->h) || c->h.magic != MAGIC ||
-	    c->h.maxio == 0 || c->h.maxio > MAXIO)
+	errno = 0;
+	got = readn(c->fd, &c->h, sizeof(c->h));
+	if (got != sizeof(c->h) || c->h.magic != MAGIC ||
+	    c->h.maxio == 0 || c->h.maxio > MAXIO) {
+		/* The client sees only a reset: say here why. */
+		fprintf(stderr, "xfer server: port %d: bad header: %zu of %zu bytes (%s), magic %llx\n",
+			pp, got, sizeof(c->h), got == sizeof(c->h) ? "-" : errno ? strerror(errno) : "EOF",
+			(unsigned long long)c->h.magic);
 		goto out;
+	}
 	c->rs = c->h.seed * 3 + 1;
 	rs2 = c->h.seed * 5 + 7;
 	switch (c->h.mode) {
@@ -323,13 +352,23 @@ static void *server_conn(void *arg)
 		goto trail;
 	}
 	case M_SEQ:
+		errno = 0;
 		recv_stream(c->fd, c->h.seed, c->h.c2s, c->h.maxio, &rs2, &res);
-		server_tx(c);
+		if (res.got != c->h.c2s)
+			fprintf(stderr, "xfer server: port %d: received %llu of %llu bytes (%s)\n",
+				pp, (unsigned long long)res.got, (unsigned long long)c->h.c2s,
+				errno ? strerror(errno) : "EOF");
+		if (send_stream(c->fd, c->h.seed ^ 0x5555aaaa5555aaaaull, c->h.s2c, c->h.maxio,
+				&c->rs, NULL) < 0)
+			fprintf(stderr, "xfer server: port %d: send: %s\n", pp,
+				strerror(errno));
 trail:
 		t.ok = res.ok;
 		t.got = res.got;
 		t.first_bad = res.first_bad;
-		writen(c->fd, &t, sizeof(t));
+		if (writen(c->fd, &t, sizeof(t)) < 0)
+			fprintf(stderr, "xfer server: port %d: trailer: %s\n", pp,
+				strerror(errno));
 		break;
 	case M_SLOW:
 		/* until the client goes away */
@@ -492,7 +531,7 @@ static int do_stream(int port, uint64_t mib, uint64_t seed)
 /* ------------------------------------------------------------ many */
 
 struct mconn {
-	int fd, done, failed;
+	int fd, done, failed, port;
 	uint64_t seed, txoff, rxoff, rs;
 	uint8_t hdrbuf[sizeof(struct hdr)];
 	size_t hdroff;
@@ -527,6 +566,7 @@ static int do_many(int port, int nconn, uint64_t kib)
 			continue;
 		}
 		connected++;
+		c->port = local_port(c->fd);
 		fcntl(c->fd, F_SETFL, fcntl(c->fd, F_GETFL) | O_NONBLOCK);
 		ev.data.u32 = i;
 		if (epoll_ctl(ep, EPOLL_CTL_ADD, c->fd, &ev) < 0)
@@ -600,7 +640,9 @@ static int do_many(int port, int nconn, uint64_t kib)
 						c->rxoff += r;
 						progressed = 1;
 					} else if (r == 0 || errno != EAGAIN) {
-						printf("many: connection %u: recv at %llu: %s\n", evs[i].data.u32,
+						printf("many: connection %u (port %d, sent %llu): recv at %llu: %s\n",
+						       evs[i].data.u32, c->port,
+						       (unsigned long long)c->txoff,
 						       (unsigned long long)c->rxoff, r ? strerror(errno) : "EOF");
 						c->failed = c->done = 1;
 					}
