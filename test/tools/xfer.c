@@ -313,11 +313,16 @@ struct sconn {
 	uint64_t rs;
 };
 
+/* the server->client stream; 0 on success */
+static int server_send(struct sconn *c)
+{
+	return send_stream(c->fd, c->h.seed ^ 0x5555aaaa5555aaaaull, c->h.s2c, c->h.maxio, &c->rs,
+			   NULL);
+}
+
 static void *server_tx(void *arg)
 {
-	struct sconn *c = arg;
-
-	send_stream(c->fd, c->h.seed ^ 0x5555aaaa5555aaaaull, c->h.s2c, c->h.maxio, &c->rs, NULL);
+	server_send(arg);
 	return NULL;
 }
 
@@ -358,8 +363,7 @@ static void *server_conn(void *arg)
 			fprintf(stderr, "xfer server: port %d: received %llu of %llu bytes (%s)\n",
 				pp, (unsigned long long)res.got, (unsigned long long)c->h.c2s,
 				errno ? strerror(errno) : "EOF");
-		if (send_stream(c->fd, c->h.seed ^ 0x5555aaaa5555aaaaull, c->h.s2c, c->h.maxio,
-				&c->rs, NULL) < 0)
+		if (server_send(c) < 0)
 			fprintf(stderr, "xfer server: port %d: send: %s\n", pp,
 				strerror(errno));
 trail:
