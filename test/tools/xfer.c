@@ -268,25 +268,21 @@ static int connect_peer(void)
 	return fd;
 }
 
-/* For messages: the client's port, as both sides name it. */
+/*
+ * For messages: the client's port, as both sides name it; taken right after
+ * connect() or accept() (a reset socket no longer has one).
+ */
 static int sock_port(int fd, int peer)
 {
 	struct sockaddr_storage a;
 	socklen_t l = sizeof(a);
-	int e = errno;
 
 	if ((peer ? getpeername(fd, (struct sockaddr *)&a, &l) :
 		    getsockname(fd, (struct sockaddr *)&a, &l)) < 0)
-		l = 0;
-	errno = e;
-	if (!l)
 		return -1;
 	return ntohs(a.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&a)->sin6_port :
 			 ((struct sockaddr_in *)&a)->sin_port);
 }
-
-#define local_port(fd) sock_port(fd, 0)
-#define peer_port(fd) sock_port(fd, 1)
 
 static void raise_nofile(rlim_t want)
 {
@@ -333,7 +329,7 @@ static void *server_conn(void *arg)
 	struct trailer t = { MAGIC, 0, 0, 0 };
 	uint64_t rs2;
 	size_t got;
-	int pp = peer_port(c->fd);
+	int pp = sock_port(c->fd, 1);
 
 	errno = 0;
 	got = readn(c->fd, &c->h, sizeof(c->h));
@@ -570,7 +566,7 @@ static int do_many(int port, int nconn, uint64_t kib)
 			continue;
 		}
 		connected++;
-		c->port = local_port(c->fd);
+		c->port = sock_port(c->fd, 0);
 		fcntl(c->fd, F_SETFL, fcntl(c->fd, F_GETFL) | O_NONBLOCK);
 		ev.data.u32 = i;
 		if (epoll_ctl(ep, EPOLL_CTL_ADD, c->fd, &ev) < 0)
