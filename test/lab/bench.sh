@@ -78,6 +78,21 @@ for d in $A $B; do
 done
 { for p in ring_kb pool_rings; do echo "$p $(x $A cat /sys/module/vmc_front/parameters/$p 2>/dev/null)"; done; } >> "$RAW/meta.txt"
 
+# LAB_BENCH_PIN (default 1): domu1's vCPU on physical CPU 0, domu2's on CPU 1 (xl vcpu-pin), for
+# every column. The copy-limit targets assume it (sender and receiver copy in parallel, each on its
+# own vCPU), and the lab has only 2 physical CPUs: unpinned, Xen's scheduler ran both DomUs on one
+# CPU for part of some runs, which halved XenVMC's stream in those runs and not in the others
+# (13-20 MiB/s pinned together against 45-91 pinned apart, iperf3 -l 128 KiB, 2026-11-27).
+# Dom0's vCPUs stay unpinned, so netback (the netfront column) may run on either CPU.
+PIN=${LAB_BENCH_PIN:-1}
+if [ "$PIN" = 1 ] && [ "$(xl info | awk -F': ' '/^nr_cpus/ {print $2}')" -ge 2 ] 2>/dev/null; then
+    xl vcpu-pin $A all 0 && xl vcpu-pin $B all 1 && echo "pin $A=0 $B=1" >> "$RAW/meta.txt" ||
+        note "xl vcpu-pin failed: DomUs not pinned"
+else
+    echo "pin none" >> "$RAW/meta.txt"
+fi
+xl vcpu-list > "$RAW/vcpu-list.txt" 2>&1
+
 # The channel domu1 <-> domu2 must be up (and its ring pools mapped) before the xenvmc column.
 chan_up() { [ "$(x "$1" "awk -v d=$(xl domid "$2") '\$1 == d {print \$3}' /proc/xenvmc/peers" 2>/dev/null)" = up ]; }
 for i in $(seq 1 30); do chan_up $A $B && chan_up $B $A && break; sleep 1; done
@@ -85,7 +100,9 @@ sleep 2
 for d in $A $B; do x $d 'cat /proc/xenvmc/peers' > "$RAW/peers-$d.txt" 2>&1; done
 
 lab-canary pass big > /dev/null || note "canary FAILED before the benchmark"
-for d in $A $B; do x $d 'lab-canary pass >/dev/null && lab-canary pause' || note "canary FAILED in $d"; done
+# Every DomU's canary pauses, not only domu1's and domu2's: domu3's passes (CPU work every 30 s)
+# took 2.6-4.3 CPU seconds of some 5 s runs on the lab's 2 CPUs (2026-11-27).
+for d in ${LAB_DOMUS:-$A $B}; do x $d 'lab-canary pass >/dev/null && lab-canary pause' || note "canary FAILED in $d"; done
 lab-canary pause
 
 # ---------------------------------------------------------------- helpers
@@ -213,7 +230,7 @@ stats end
 for d in $A $B; do x $d 'cat /proc/xenvmc/connections' > "$RAW/connections-end-$d.txt" 2>/dev/null; done
 
 lab-canary resume
-for d in $A $B; do x $d 'lab-canary resume; lab-canary pass >/dev/null' || note "canary FAILED in $d after the benchmark"; done
+for d in ${LAB_DOMUS:-$A $B}; do x $d 'lab-canary resume; lab-canary pass >/dev/null' || note "canary FAILED in $d after the benchmark"; done
 lab-canary pass big > /dev/null || note "canary FAILED in dom0 after the benchmark"
 echo "bench_secs $(( $(date +%s) - t_start ))" >> "$RAW/meta.txt"
 note "done in $(( $(date +%s) - t_start )) s; raw data in artifacts/raw (report: test/lab/report.py)"

@@ -310,6 +310,11 @@ def main():
     stamp += ", vmc_front ring_kb %s, pool_rings %s" % (meta.get("ring_kb", "?"), meta.get("pool_rings", "?"))
     if meta.get("front_params"):
         stamp += " (loaded with %s, not the defaults)" % meta["front_params"]
+    pin = meta.get("pin", "none")
+    if pin != "none":
+        stamp += ", vCPUs pinned (%s: physical CPU of each DomU, every column)" % pin
+    else:
+        stamp += ", vCPUs not pinned"
     L.append("# XenVMC benchmark")
     L.append("")
     L.append("%s. `make bench`, one lab boot; %s runs of %s s per figure: median (min-max)." % (
