@@ -135,6 +135,11 @@ MODULE_PARM_DESC(exclude_ports, "TCP ports (local or remote, up to 16, comma-sep
 static unsigned int ring_kb = 64;
 module_param(ring_kb, uint, 0444);
 MODULE_PARM_DESC(ring_kb, "Ring per connection and direction, KiB (4-1024, power of two, default 64)");
+static unsigned int ring_max_kb;
+module_param(ring_max_kb, uint, 0444);
+MODULE_PARM_DESC(ring_max_kb, "Largest ring of a connection per direction, KiB, rounded down to 1, 2 or 4 rings of ring_kb (default 0: one): a connection takes that many adjacent rings of the pool while at least half of its TCP rings stay free, one otherwise (a peer that cannot read bigger rings always gets one)");
+/* Slots of the first connections' rings: ring_max_kb as 1, 2 or 4 slots. */
+static unsigned int vmcf_ring_slots = 1;
 static unsigned int pool_rings = 36;
 module_param(pool_rings, uint, 0444);
 MODULE_PARM_DESC(pool_rings, "Rings granted to each peer (1-4096, default 36): with more than 4, the last 4 form the datagram ring and the others carry one accelerated TCP connection each");
@@ -243,6 +248,7 @@ struct vmcf_peer {
 	 */
 	void *pool;
 	unsigned int pool_pages, pool_hdr, pool_slots, ring_pages;
+	unsigned int tcp_slots;		/* the first ones; datagrams after */
 	grant_ref_t *pool_grefs;
 	unsigned int pool_granted;
 	unsigned long *slot_used;	/* under conn_lock */
@@ -379,6 +385,7 @@ struct vmcf_conn {
 	struct vmcf_peer *peer;		/* NULL once the channel is gone */
 	refcount_t ref;
 	int slot;			/* our tx slot, or -1 */
+	unsigned int nslots;		/* slots from it the tx ring spans */
 	u32 id;				/* our id for it: slot | generation << 16 */
 	unsigned int domid;		/* the peer's, for /proc */
 	u32 peer_id;			/* the peer's id (its tx slot) */
@@ -503,6 +510,8 @@ static atomic_long_t vmcf_resets = ATOMIC_LONG_INIT(0);
 static atomic_long_t vmcf_reverted = ATOMIC_LONG_INIT(0);	/* back to TCP */
 static atomic_long_t vmcf_resent_bytes = ATOMIC_LONG_INIT(0);	/* ring -> TCP */
 static atomic_long_t vmcf_drained = ATOMIC_LONG_INIT(0);	/* saved rings */
+/* Our tx rings of more than one slot (ring_max_kb), ever. */
+static atomic_long_t vmcf_big_rings = ATOMIC_LONG_INIT(0);
 /* UDP through datagram rings. */
 static atomic_long_t vmcf_udp_tx = ATOMIC_LONG_INIT(0);
 static atomic_long_t vmcf_udp_rx = ATOMIC_LONG_INIT(0);
@@ -623,7 +632,8 @@ static void vmcf_send_hello(struct vmcf_peer *p)
 
 	vmc_msg_init(&m, VMC_MSG_HELLO);
 	m.domid = cpu_to_le32(vmcf_domid);
-	m.features = cpu_to_le32(VMC_FEAT_TCP | (p->dg_own ? VMC_FEAT_UDP : 0));
+	m.features = cpu_to_le32(VMC_FEAT_TCP | VMC_FEAT_BIGRING |
+				 (p->dg_own ? VMC_FEAT_UDP : 0));
 	m.pool_pages = cpu_to_le32(p->pool_pages);
 	m.slots = cpu_to_le32(p->pool_slots);
 	vmcf_send(p, &m);
@@ -657,6 +667,7 @@ static int vmcf_pool_create(struct vmcf_peer *p)
 		return -ENOMEM;
 	/* The last slots are the datagram ring (vmc_proto.h), never TCP's. */
 	p->dg_own = p->pool_slots > VMC_DGRAM_SLOTS;
+	p->tcp_slots = p->pool_slots - (p->dg_own ? VMC_DGRAM_SLOTS : 0);
 	if (p->dg_own) {
 		i = p->pool_slots - VMC_DGRAM_SLOTS;
 		bitmap_set(p->slot_used, i, VMC_DGRAM_SLOTS);
@@ -1053,26 +1064,49 @@ static struct vmcf_peer *vmcf_peer_by_addr(const struct vmc_tuple *t)
 	return NULL;
 }
 
-/* Take a ring slot of our pool for @c and set up its tx ring; conn_lock. */
+/*
+ * Take ring slots of our pool for @c and set up its tx ring; conn_lock.
+ * A ring of n adjacent slots (n = vmcf_ring_slots, then halved down to
+ * 1) starts at a multiple of n: the peer checks exactly that
+ * (vmc_ring_ref_in_pool()).  A bigger ring lets a writer run on while the
+ * reader is still waking (an event and a vCPU wake-up under TCG took about
+ * as long as filling 64 KiB), but it takes slots other connections could
+ * use: only while half of the TCP slots stay free after it, so a busy pool
+ * still gives every connection one.
+ */
 static int vmcf_slot_get(struct vmcf_peer *p, struct vmcf_conn *c)
 {
-	unsigned int slot;
+	unsigned int slot, n = 1, used;
 	int err;
 
 	if (!p->slot_used)
 		return -ENOSPC;
-	slot = find_first_zero_bit(p->slot_used, p->pool_slots);
-	if (slot >= p->pool_slots)
-		return -ENOSPC;
+	if (vmcf_ring_slots > 1 && (p->peer_features & VMC_FEAT_BIGRING)) {
+		n = vmcf_ring_slots;
+		used = bitmap_weight(p->slot_used, p->tcp_slots);
+		while (n > 1 && used + n > p->tcp_slots / 2)
+			n /= 2;
+	}
+	for (;; n /= 2) {
+		slot = bitmap_find_next_zero_area(p->slot_used, p->tcp_slots,
+						  0, n, n - 1);
+		if (slot < p->tcp_slots)
+			break;
+		if (n == 1)
+			return -ENOSPC;
+	}
 	err = vmc_ring_init(&c->tx, vmcf_slot_hdr(p->pool, slot),
 			    p->pool + (p->pool_hdr + slot * p->ring_pages) *
-			    PAGE_SIZE, p->ring_pages * PAGE_SIZE, true);
+			    PAGE_SIZE, n * p->ring_pages * PAGE_SIZE, true);
 	if (err)
 		return err;
-	set_bit(slot, p->slot_used);
+	bitmap_set(p->slot_used, slot, n);
 	p->conns[slot] = c;
 	refcount_inc(&c->ref);		/* the slot's reference */
 	c->slot = slot;
+	c->nslots = n;
+	if (n > 1)
+		atomic_long_inc(&vmcf_big_rings);
 	/* A late message for an earlier user of the slot finds no conn. */
 	c->id = slot | (u32)p->gen++ << 16;
 	return 0;
@@ -1083,18 +1117,18 @@ static bool vmcf_slot_put(struct vmcf_peer *p, struct vmcf_conn *c)
 {
 	if (c->slot < 0)
 		return false;
-	clear_bit(c->slot, p->slot_used);
+	bitmap_clear(p->slot_used, c->slot, c->nslots);
 	p->conns[c->slot] = NULL;
 	c->slot = -1;
 	return true;
 }
 
-static void vmcf_ring_ref(const struct vmcf_peer *p, int slot,
+static void vmcf_ring_ref(const struct vmcf_peer *p, const struct vmcf_conn *c,
 			  struct vmc_ring_ref *r)
 {
-	r->slot = cpu_to_le32(slot);
-	r->page = cpu_to_le32(p->pool_hdr + slot * p->ring_pages);
-	r->pages = cpu_to_le32(p->ring_pages);
+	r->slot = cpu_to_le32(c->slot);
+	r->page = cpu_to_le32(p->pool_hdr + c->slot * p->ring_pages);
+	r->pages = cpu_to_le32(c->nslots * p->ring_pages);
 }
 
 /* Attach the peer's ring @r as @c's rx ring; 0 or -EPROTO. */
@@ -1102,13 +1136,14 @@ static int vmcf_attach_rx(struct vmcf_peer *p, struct vmcf_conn *c,
 			  const struct vmc_ring_ref *r)
 {
 	u32 slot = le32_to_cpu(r->slot), page = le32_to_cpu(r->page);
-	u32 pages = le32_to_cpu(r->pages);
+	u32 pages = le32_to_cpu(r->pages), tcp_slots = p->rpool_slots;
 
 	/* The layout is fixed by HELLO: anything else is a lie. */
-	if (slot >= p->rpool_slots || pages != p->rring_pages ||
-	    ((p->peer_features & VMC_FEAT_UDP) &&
-	     slot >= p->rpool_slots - VMC_DGRAM_SLOTS) ||
-	    page != p->rpool_hdr + slot * p->rring_pages)
+	if (p->peer_features & VMC_FEAT_UDP)
+		tcp_slots = tcp_slots > VMC_DGRAM_SLOTS ?
+			    tcp_slots - VMC_DGRAM_SLOTS : 0;
+	if (vmc_ring_ref_in_pool(r, p->rpool_hdr, p->rring_pages, tcp_slots,
+				 VMC_RING_MAX_SLOTS))
 		return -EPROTO;
 	if (vmc_ring_init(&c->rx, vmcf_slot_hdr(p->rpool, slot),
 			  p->rpool + page * PAGE_SIZE, pages * PAGE_SIZE, false))
@@ -1560,7 +1595,7 @@ static void vmcf_accept(struct vmcf_conn *c, const struct vmc_msg_conn_offer *o)
 	vmc_msg_init(&m, VMC_MSG_CONN_ACCEPT);
 	m.conn = o->conn;
 	m.peer_conn = cpu_to_le32(c->id);
-	vmcf_ring_ref(p, c->slot, &m.ring);
+	vmcf_ring_ref(p, c, &m.ring);
 	m.seq_cut = cpu_to_le32(READ_ONCE(tcp_sk(c->sk)->write_seq));
 	m.isn_offerer = cpu_to_le32(c->isn_remote);
 	m.isn_accepter = cpu_to_le32(c->isn_local);
@@ -1728,7 +1763,7 @@ static void vmcf_state_probe(void *data, const struct sock *csk,
 		vmc_msg_init(&m, VMC_MSG_CONN_OFFER);
 		m.conn = cpu_to_le32(c->id);
 		m.tuple = c->tuple;
-		vmcf_ring_ref(p, c->slot, &m.ring);
+		vmcf_ring_ref(p, c, &m.ring);
 		m.seq_cut = cpu_to_le32(READ_ONCE(tcp_sk(sk)->write_seq));
 		c->why = "waiting for the peer's answer";
 		c->offered_at = jiffies;
@@ -4733,6 +4768,10 @@ static int vmcf_stats_show(struct seq_file *m, void *v)
 			   atomic_long_read(&vmcf_fallbacks[i]));
 	seq_printf(m, "ring_bytes_per_connection %lu\n",
 		   2 * (unsigned long)ring_kb * 1024);
+	seq_printf(m, "ring_bytes_per_connection_max %lu\n",
+		   2UL * vmcf_ring_slots * ring_kb * 1024);
+	seq_printf(m, "rings_over_one_slot_total %ld\n",
+		   atomic_long_read(&vmcf_big_rings));
 	seq_printf(m, "channels_open %u\n", open);
 	seq_printf(m, "max_peers %u\n", max_peers);
 	seq_printf(m, "peers_over_max_peers %u\n", waiting);
@@ -5057,6 +5096,13 @@ static int __init vmcf_init(void)
 		pr_err("not loaded: max_peers=%u is not in 1..1024\n", max_peers);
 		return -EINVAL;
 	}
+	/* Within what a peer accepts: VMC_RING_MAX_SLOTS, VMC_RING_MAX_PAGES. */
+	vmcf_ring_slots = VMC_RING_MAX_SLOTS;
+	while (vmcf_ring_slots > 1 &&
+	       (vmcf_ring_slots * ring_kb > ring_max_kb ||
+		vmcf_ring_slots * ring_kb >
+		VMC_RING_MAX_PAGES * (PAGE_SIZE / 1024)))
+		vmcf_ring_slots /= 2;
 	if (!pool_rings || pool_rings > VMC_MAX_SLOTS ||
 	    DIV_ROUND_UP(pool_rings, VMC_SLOTS_PER_PAGE) +
 	    (u64)pool_rings * (ring_kb * 1024 / PAGE_SIZE) > VMC_POOL_MAX_PAGES) {

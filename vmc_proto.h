@@ -106,7 +106,11 @@ struct vmc_msg_hello {
 
 #define VMC_FEAT_TCP		0x1u
 #define VMC_FEAT_UDP		0x2u
-#define VMC_FEAT_ALL		(VMC_FEAT_TCP | VMC_FEAT_UDP)
+/* The sender accepts TCP rings of 2 or 4 slots (vmc_ring_ref_in_pool()). */
+#define VMC_FEAT_BIGRING	0x4u
+#define VMC_FEAT_ALL		(VMC_FEAT_TCP | VMC_FEAT_UDP | VMC_FEAT_BIGRING)
+/* A TCP ring spans at most this many adjacent slots of its pool. */
+#define VMC_RING_MAX_SLOTS	4u
 
 /*
  * struct vmc_msg_pool - grant refs for pool pages [first, first + count).
@@ -149,8 +153,10 @@ struct vmc_tuple {
  * struct vmc_ring_ref - where a ring lives in the sender's pool.
  * @slot: index of the struct vmc_ring_hdr (< VMC_MAX_SLOTS)
  * @page: first data page (< VMC_POOL_MAX_PAGES)
- * @pages: data pages, a power of two, 1 .. VMC_RING_MAX_PAGES
- * The receiver checks these against the pool it actually mapped.
+ * @pages: data pages, a power of two, 1 .. VMC_RING_MAX_PAGES: one slot's
+ *         worth, or 2 or 4 slots' if the receiver announced VMC_FEAT_BIGRING
+ * The receiver checks these against the pool it actually mapped
+ * (vmc_ring_ref_in_pool()).
  */
 struct vmc_ring_ref {
 	__le32 slot;
@@ -293,6 +299,38 @@ static inline int vmc_check_ring_ref(const struct vmc_ring_ref *r)
 	if (!pages || pages > VMC_RING_MAX_PAGES || (pages & (pages - 1)))
 		return -EPROTO;
 	if (pages > VMC_POOL_MAX_PAGES - page)	/* no overflow: page < max */
+		return -EPROTO;
+	return 0;
+}
+
+/*
+ * vmc_ring_ref_in_pool - is @r a TCP ring of a pool of the geometry HELLO
+ * announced: @hdr header pages, then slots of @ring_pages data pages each,
+ * the first @tcp_slots of them for TCP (the datagram slots follow)?  A ring
+ * spans n = pages / ring_pages adjacent slots, n a power of two, at most
+ * @max_n (1 unless the receiver announced VMC_FEAT_BIGRING), starting at a
+ * multiple of n: the header of its first slot, the data pages of all n.
+ * Run after vmc_check_ring_ref() on the same private copy; 0 or -EPROTO.
+ * No product overflows: slot < tcp_slots <= VMC_MAX_SLOTS and ring_pages
+ * <= VMC_RING_MAX_PAGES (callers check both when they take the geometry).
+ */
+static inline int vmc_ring_ref_in_pool(const struct vmc_ring_ref *r, u32 hdr,
+				       u32 ring_pages, u32 tcp_slots,
+				       u32 max_n)
+{
+	u32 slot = le32_to_cpu(r->slot);
+	u32 page = le32_to_cpu(r->page);
+	u32 pages = le32_to_cpu(r->pages);
+	u32 n;
+
+	if (!ring_pages || pages % ring_pages)
+		return -EPROTO;
+	n = pages / ring_pages;
+	if (!n || n > max_n || (n & (n - 1)) || slot % n)
+		return -EPROTO;
+	if (slot >= tcp_slots || n > tcp_slots - slot)
+		return -EPROTO;
+	if (page != hdr + slot * ring_pages)
 		return -EPROTO;
 	return 0;
 }

@@ -37,6 +37,16 @@ static void ring_ref_sane(const struct vmc_ring_ref *r)
 	ASSERT(page + pages <= VMC_POOL_MAX_PAGES);
 	/* The ring it describes is one vmc_ring_init() accepts. */
 	ASSERT(pages * 4096 <= 0x1000000 /* VMC_RING_MAX_SIZE */);
+	/*
+	 * In the receiver's pool (the defaults: 2 header pages, 36 slots of
+	 * 16 pages, 32 of them TCP), an accepted ring lies in the TCP slots'
+	 * data: never in a header page, the datagram ring, or past the pool.
+	 */
+	if (!vmc_ring_ref_in_pool(r, 2, 16, 32, VMC_RING_MAX_SLOTS)) {
+		ASSERT(page >= 2 && page + pages <= 2 + 32 * 16);
+		ASSERT(pages >= 16 && pages <= 16 * VMC_RING_MAX_SLOTS);
+		ASSERT((page - 2) % pages == 0);
+	}
 }
 
 static void tuple_sane(const struct vmc_tuple *t)

@@ -10,6 +10,10 @@
 #   2b. a port in exclude_ports stays on TCP, counted by reason
 #   3. connections to dom0 are untouched
 #   4. after every connection closed: no connection left, rings free
+#   5. ring_max_kb=256 (rings of up to 4 pool slots): a stream each way with
+#      random write sizes arrives intact through them, and 24 connections at
+#      once all verify, more than 16 of them accelerated (all-big rings would
+#      fit 8 in the pool: connections beyond half the pool get one slot)
 pass=0; fail=0
 ok()  { echo "PASS: $*"; pass=$((pass + 1)); }
 bad() { echo "FAIL: $*"; fail=$((fail + 1)); }
@@ -86,6 +90,32 @@ check "connection from dom0 not accelerated" is '[ "$(stat_of domu1 accelerated_
 
 # 4. everything closed: nothing left
 check "no connection left in domu1 and domu2" \
+	wait_until 20 is '[ "$(stat_of domu1 connections)" = 0 ] && [ "$(stat_of domu2 connections)" = 0 ]'
+
+# 5. bigger rings for the first connections (ring_max_kb, off by default)
+lab-unload front domu1 domu2 > /dev/null
+LAB_FRONT_PARAMS="tcp=1 ring_max_kb=256" lab-load front domu1 domu2 > /dev/null
+check "ring_max_kb=256: channels up" wait_until 30 is 'chan_up domu1 domu2 && chan_up domu2 domu1'
+sleep 2
+for d in domu1 domu2; do lab-exec -t 60 $d 'cat > /tmp/xfer && chmod +x /tmp/xfer' < "$LAB_FILES/xfer"; done
+x domu2 "ulimit -n 4096; (/tmp/xfer server 6020 > /tmp/xfer-big.log 2>&1 & echo \$! > /tmp/xfer-big.pid) > /dev/null 2>&1"
+wait_until 20 x domu2 "ss -ltn | grep -q ':6020 '"
+big1=$(stat_of domu1 rings_over_one_slot_total); big2=$(stat_of domu2 rings_over_one_slot_total)
+out=$(x domu1 "/tmp/xfer stream $(getent ahostsv4 domu2 | awk 'NR == 1 {print $1}') 6020 64 5" 2>&1)
+echo "$out" | sed 's/^/    /'
+check "ring_max_kb=256: 64 MiB each way at once, random sizes, verified both ends" \
+	is 'echo "$out" | grep -q "^RESULT stream OK"'
+check "ring_max_kb=256: both sides wrote into rings of more than one slot (domu1 ${big1:-?} -> $(stat_of domu1 rings_over_one_slot_total), domu2 ${big2:-?} -> $(stat_of domu2 rings_over_one_slot_total))" \
+	is '[ "$(stat_of domu1 rings_over_one_slot_total)" -gt "${big1:-0}" ] && [ "$(stat_of domu2 rings_over_one_slot_total)" -gt "${big2:-0}" ]'
+acc0=$(stat_of domu1 accelerated_total)
+out=$(x domu1 "ulimit -n 4096; /tmp/xfer many $(getent ahostsv4 domu2 | awk 'NR == 1 {print $1}') 6020 24 4096" 2>&1)
+echo "$out" | grep -E 'RESULT|verified|accelerated' | sed 's/^/    /'
+acc=$(( $(stat_of domu1 accelerated_total) - acc0 ))
+check "ring_max_kb=256: 24 connections at once (4 MiB each way) all verified" is 'echo "$out" | grep -q "^RESULT many OK"'
+check "ring_max_kb=256: $acc of the 24 accelerated, more than the 8 that rings of 4 slots alone would fit" \
+	is '[ "$acc" -gt 16 ]'
+x domu2 'kill $(cat /tmp/xfer-big.pid) 2>/dev/null'
+check "ring_max_kb=256: no connection left" \
 	wait_until 20 is '[ "$(stat_of domu1 connections)" = 0 ] && [ "$(stat_of domu2 connections)" = 0 ]'
 check "no Oops/BUG/WARNING in the DomUs" \
 	is '! x domu1 "dmesg | grep -E \"Oops|BUG:|WARNING:\"" && ! x domu2 "dmesg | grep -E \"Oops|BUG:|WARNING:\""'

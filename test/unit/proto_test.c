@@ -914,6 +914,53 @@ static void test_dgram(void)
 	CHECK_EQ(vmc_dgram_check(b, len, &d), -EPROTO);
 }
 
+/*
+ * vmc_ring_ref_in_pool() against a brute-force statement of the rule, for
+ * every (slot, page, pages) around a small pool: 3 header pages, rings of
+ * 2 pages, 6 TCP slots.  Accepted exactly when the ring is the header of
+ * one slot plus the data of n = 1, 2 or 4 (<= max_n) adjacent slots from
+ * a multiple of n, all of them TCP slots.
+ */
+static void test_ring_in_pool(void)
+{
+	const u32 hdr = 3, rp = 2, tcp = 6;
+	struct vmc_ring_ref r;
+	u32 slot, page, pages, n, max_n;
+	unsigned int ok = 0;
+	bool want;
+
+	for (max_n = 1; max_n <= VMC_RING_MAX_SLOTS; max_n *= 2)
+		for (slot = 0; slot < tcp + 3; slot++)
+			for (page = 0; page < hdr + (tcp + 3) * rp; page++)
+				for (pages = 0; pages <= 12; pages++) {
+					n = pages / rp;
+					want = pages && !(pages % rp) &&
+					       (n == 1 || n == 2 || n == 4) &&
+					       n <= max_n && !(slot % n) &&
+					       slot + n <= tcp &&
+					       page == hdr + slot * rp;
+					set_ref(&r, slot, page, pages);
+					if ((vmc_ring_ref_in_pool(&r, hdr, rp, tcp,
+								  max_n) == 0) !=
+					    want)
+						T_FAIL("slot %u page %u pages %u max_n %u: %s",
+						       slot, page, pages, max_n,
+						       want ? "refused" : "accepted");
+					ok += want;
+				}
+	/* 6 + (6 + 3) + (6 + 3 + 1) rings over max_n 1, 2, 4. */
+	CHECK_EQ(ok, 25u);
+	/* A pool with no TCP slot (all datagrams) or no ring pages. */
+	set_ref(&r, 0, 3, 2);
+	CHECK_EQ(vmc_ring_ref_in_pool(&r, 3, 2, 0, 4), -EPROTO);
+	CHECK_EQ(vmc_ring_ref_in_pool(&r, 3, 0, 6, 4), -EPROTO);
+	/* The largest: slot and size at the limits, no overflow. */
+	set_ref(&r, VMC_MAX_SLOTS - 4, 1 + (VMC_MAX_SLOTS - 4) * 64, 256);
+	CHECK_EQ(vmc_ring_ref_in_pool(&r, 1, 64, VMC_MAX_SLOTS, 4), 0);
+	CHECK_EQ(vmc_ring_ref_in_pool(&r, 1, 64, VMC_MAX_SLOTS - 1, 4),
+		 -EPROTO);
+}
+
 int main(void)
 {
 	RUN(test_layout);
@@ -929,6 +976,7 @@ int main(void)
 	RUN(test_pool_bad);
 	RUN(test_tuple_bad);
 	RUN(test_ring_ref_bad);
+	RUN(test_ring_in_pool);
 	RUN(test_reason_bad);
 	RUN(test_close_how_bad);
 	RUN(test_revert_how_bad);
