@@ -100,15 +100,16 @@ sleep 2
 for d in domu1 domu2; do lab-exec -t 60 $d 'cat > /tmp/xfer && chmod +x /tmp/xfer' < "$LAB_FILES/xfer"; done
 x domu2 "ulimit -n 4096; (/tmp/xfer server 6020 > /tmp/xfer-big.log 2>&1 & echo \$! > /tmp/xfer-big.pid) > /dev/null 2>&1"
 wait_until 20 x domu2 "ss -ltn | grep -q ':6020 '"
+b_ip=$(getent ahostsv4 domu2 | awk 'NR == 1 {print $1}')	# xfer takes numeric addresses
 big1=$(stat_of domu1 rings_over_one_slot_total); big2=$(stat_of domu2 rings_over_one_slot_total)
-out=$(x domu1 "/tmp/xfer stream $(getent ahostsv4 domu2 | awk 'NR == 1 {print $1}') 6020 64 5" 2>&1)
+out=$(x domu1 "/tmp/xfer stream $b_ip 6020 64 5" 2>&1)
 echo "$out" | sed 's/^/    /'
 check "ring_max_kb=256: 64 MiB each way at once, random sizes, verified both ends" \
 	is 'echo "$out" | grep -q "^RESULT stream OK"'
 check "ring_max_kb=256: both sides wrote into rings of more than one slot (domu1 ${big1:-?} -> $(stat_of domu1 rings_over_one_slot_total), domu2 ${big2:-?} -> $(stat_of domu2 rings_over_one_slot_total))" \
 	is '[ "$(stat_of domu1 rings_over_one_slot_total)" -gt "${big1:-0}" ] && [ "$(stat_of domu2 rings_over_one_slot_total)" -gt "${big2:-0}" ]'
 acc0=$(stat_of domu1 accelerated_total)
-out=$(x domu1 "ulimit -n 4096; /tmp/xfer many $(getent ahostsv4 domu2 | awk 'NR == 1 {print $1}') 6020 24 4096" 2>&1)
+out=$(x domu1 "ulimit -n 4096; /tmp/xfer many $b_ip 6020 24 4096" 2>&1)
 echo "$out" | grep -E 'RESULT|verified|accelerated' | sed 's/^/    /'
 acc=$(( $(stat_of domu1 accelerated_total) - acc0 ))
 check "ring_max_kb=256: 24 connections at once (4 MiB each way) all verified" is 'echo "$out" | grep -q "^RESULT many OK"'
