@@ -177,6 +177,15 @@ MODULE_PARM_DESC(evil_gref, "TEST BUILD: announce pool grant refs never granted"
  * stalled or hostile peer, which under netfront would only drop them.
  */
 #define VMCF_DGRAM_WAIT		(HZ / 2)
+/*
+ * A received datagram up to VMCF_DGRAM_LINEAR bytes is one piece (one
+ * order-0 allocation with NET_SKB_PAD of headroom and its skb_shared_info);
+ * a bigger one is a head of VMCF_DGRAM_HEAD bytes, which holds every IP
+ * and UDP header our sender writes (vmc_dgram_check() reads them there),
+ * and order-0 pages.
+ */
+#define VMCF_DGRAM_LINEAR	(SKB_WITH_OVERHEAD(PAGE_SIZE) - NET_SKB_PAD)
+#define VMCF_DGRAM_HEAD		128
 #define VMCF_DRAIN_WAIT		(5 * HZ)	/* unload: saved bytes still unread */
 #define VMCF_PENDING_MAX	64
 /*
@@ -3712,6 +3721,54 @@ static const struct nf_hook_ops vmcf_nf_ops[] = {
 	},
 };
 
+/* A socket buffer being filled from the ring, and whether all went in. */
+struct vmcf_skb_fill {
+	struct sk_buff *skb;
+	bool failed;
+};
+
+/*
+ * Ring to socket buffer.  @off + @len <= skb->len by vmcf_dgram_skb(), so
+ * this never fails; if it ever did, the page bytes left unwritten must
+ * not reach a socket: the datagram is dropped.
+ */
+static void vmcf_store_skb(void *dst, u32 off, const void *src, u32 len)
+{
+	struct vmcf_skb_fill *f = dst;
+
+	if (WARN_ON_ONCE(skb_store_bits(f->skb, off, src, len)))
+		f->failed = true;
+}
+
+/*
+ * A socket buffer for a received datagram of @len bytes.  Pages, not one
+ * kmalloc: a 64 KiB datagram in one piece would need 128 KiB contiguous
+ * from an atomic allocation, which a fragmented DomU fails, and its
+ * truesize (what the receiving socket's SO_RCVBUF counts) would be twice
+ * the datagram.  NULL when out of memory.
+ */
+static struct sk_buff *vmcf_dgram_skb(u32 len)
+{
+	u32 head = len <= VMCF_DGRAM_LINEAR ? len : VMCF_DGRAM_HEAD;
+	struct sk_buff *skb;
+	int err;
+
+	BUILD_BUG_ON(VMCF_DGRAM_HEAD < VMC_DGRAM_HDR_MAX);
+	/* Pages to fill: some kernels fill at most MAX_SKB_FRAGS - 1. */
+	BUILD_BUG_ON(DIV_ROUND_UP(VMC_DGRAM_MAX - VMCF_DGRAM_HEAD, PAGE_SIZE) >
+		     MAX_SKB_FRAGS - 1);
+	/* Headroom, as netfront's: generic XDP need not copy it then. */
+	skb = alloc_skb_with_frags(NET_SKB_PAD + head, len - head, 0, &err,
+				   GFP_ATOMIC);
+	if (!skb)
+		return NULL;
+	skb_reserve(skb, NET_SKB_PAD);
+	skb_put(skb, head);
+	skb->data_len = len - head;
+	skb->len = len;
+	return skb;
+}
+
 /*
  * What the peer put in the datagram ring: each datagram is copied out,
  * then checked (vmc_dgram_check; its source must be an address Dom0 lists
@@ -3719,10 +3776,13 @@ static const struct nf_hook_ops vmcf_nf_ops[] = {
  * as if netfront had received it: sockets, their buffers and their drops
  * are UDP's own.  vmcf_evt() (softirq, as netfront's receive path), at
  * most VMCF_DGRAM_BUDGET at a time; a malformed one breaks the channel.
+ * Straight into the stack (netif_receive_skb(), as a NAPI poll would),
+ * not through the backlog queue and one more softirq round.
  */
 static bool vmcf_udp_in(struct vmcf_peer *p, bool *moved)
 {
 	unsigned int budget = VMCF_DGRAM_BUDGET;
+	struct vmcf_skb_fill fill;
 	struct net_device *dev;
 	struct sk_buff *skb;
 	struct vmc_dgram d;
@@ -3744,15 +3804,24 @@ static bool vmcf_udp_in(struct vmcf_peer *p, bool *moved)
 			goto broken;
 		}
 		*moved = true;
-		skb = alloc_skb(len, GFP_ATOMIC);
+		skb = vmcf_dgram_skb(len);
 		if (!skb) {
 			atomic_long_inc(&vmcf_udp_rx_nomem);
 			notify |= vmc_ring_consume(&p->dg_rx,
 						   vmc_ring_msg_room(len));
 			continue;
 		}
-		notify |= vmc_ring_msg_read(&p->dg_rx, skb_put(skb, len), len);
+		fill.skb = skb;
+		fill.failed = false;
+		notify |= vmc_ring_msg_read_to(&p->dg_rx, len, vmcf_store_skb,
+					       &fill);
+		if (fill.failed) {	/* a bug, warned once: as no memory */
+			atomic_long_inc(&vmcf_udp_rx_nomem);
+			kfree_skb(skb);
+			continue;
+		}
 		bad = "malformed datagram";
+		/* It reads only the headers: in the head, vmcf_dgram_skb(). */
 		if (vmc_dgram_check(skb->data, len, &d))
 			goto broken_skb;
 		spin_lock_bh(&p->conn_lock);
@@ -3783,7 +3852,15 @@ static bool vmcf_udp_in(struct vmcf_peer *p, bool *moved)
 		skb_reset_network_header(skb);
 		skb->pkt_type = PACKET_HOST;
 		skb->ip_summed = CHECKSUM_UNNECESSARY;	/* memory to memory */
-		netif_rx(skb);
+		/*
+		 * The stack may send from in here (an echo, a tunnel, a
+		 * forward to a peer) and so reach vmcf_udp_out(), which takes
+		 * dg_lock, or a socket's sendmsg: none of our locks is held.
+		 */
+		lockdep_assert_not_held(&p->dg_lock);
+		lockdep_assert_not_held(&p->conn_lock);
+		lockdep_assert_not_held(&p->tx_lock);
+		netif_receive_skb(skb);
 		rcu_read_unlock();
 		atomic_long_inc(&vmcf_udp_rx);
 	}

@@ -771,6 +771,8 @@ static inline int vmc_xs_parse_peer(const char *s, unsigned int len,
  */
 #define VMC_DGRAM_SLOTS		4u
 #define VMC_DGRAM_MAX		(40u + 65535u)	/* IPv6 header + payload */
+/* The most vmc_dgram_check() reads: an IPv4 header with options, UDP's. */
+#define VMC_DGRAM_HDR_MAX	(60u + 8u)
 
 /*
  * struct vmc_dgram - what vmc_dgram_check() found in a packet.
@@ -793,9 +795,11 @@ static inline u16 vmc_be16(const u8 *p)
 }
 
 /*
- * vmc_dgram_check - validate one datagram message (@len bytes at @p,
- * copied out of the ring): the IP header must be exactly what our sender
- * writes and every length must agree with @len.  0 or -EPROTO.
+ * vmc_dgram_check - validate one datagram message of @len bytes, copied
+ * out of the ring: the IP header must be exactly what our sender writes
+ * and every length must agree with @len.  0 or -EPROTO.  It reads only the
+ * headers, at most the first VMC_DGRAM_HDR_MAX bytes at @p (all of them
+ * when @len is less): the kernel keeps just those contiguous.
  */
 static inline int vmc_dgram_check(const u8 *p, u32 len, struct vmc_dgram *d)
 {

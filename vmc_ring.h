@@ -653,11 +653,22 @@ bad:
 }
 
 /*
- * vmc_ring_msg_read - copy the next message (of the length @len that
- * vmc_ring_msg_peek() just returned) into @buf, and release it.
- * The length is not re-read from shared memory.
+ * A destination of message bytes: copy @len bytes of ring memory at @src
+ * to @off bytes into the caller's copy of the message, @dst (a buffer, or
+ * in the kernel a socket buffer).
  */
-static inline bool vmc_ring_msg_read(struct vmc_ring *r, void *buf, u32 len)
+typedef void (*vmc_ring_store_fn)(void *dst, u32 off, const void *src,
+				  u32 len);
+
+/*
+ * vmc_ring_msg_read_to - hand the next message (of the length @len that
+ * vmc_ring_msg_peek() just returned) to @store, in pieces, and release
+ * it.  The length is not re-read from shared memory, and nothing of the
+ * message is judged before it is all copied: the peer may still be
+ * writing into it.  Returns *notify as vmc_ring_consume().
+ */
+static inline bool vmc_ring_msg_read_to(struct vmc_ring *r, u32 len,
+					vmc_ring_store_fn store, void *dst)
 {
 	u32 done = 0, seg;
 	const u8 *p;
@@ -665,10 +676,22 @@ static inline bool vmc_ring_msg_read(struct vmc_ring *r, void *buf, u32 len)
 	while (done < len) {
 		p = vmc_ring_seg(r, r->pos + sizeof(__le32) + done, len - done,
 				 &seg);
-		memcpy((u8 *)buf + done, p, seg);
+		store(dst, done, p, seg);
 		done += seg;
 	}
 	return vmc_ring_consume(r, vmc_ring_msg_room(len));
+}
+
+static inline void vmc_ring_store_buf(void *dst, u32 off, const void *src,
+				      u32 len)
+{
+	memcpy((u8 *)dst + off, src, len);
+}
+
+/* vmc_ring_msg_read - vmc_ring_msg_read_to() into the buffer @buf. */
+static inline bool vmc_ring_msg_read(struct vmc_ring *r, void *buf, u32 len)
+{
+	return vmc_ring_msg_read_to(r, len, vmc_ring_store_buf, buf);
 }
 
 #endif /* VMC_RING_H */

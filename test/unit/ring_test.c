@@ -668,6 +668,67 @@ static void msg_at(u32 pos, u32 len, u32 split)
 	CHECK_EQ(vmc_ring_msg_peek(&R.c, 64), -EAGAIN);
 }
 
+/* What vmc_ring_msg_read_to() handed over: each piece's offset and size. */
+struct store_log {
+	u8 buf[64];
+	u32 off[4], len[4], n;
+};
+
+static void store_logged(void *dst, u32 off, const void *src, u32 len)
+{
+	struct store_log *l = dst;
+
+	if (l->n < 4) {
+		l->off[l->n] = off;
+		l->len[l->n] = len;
+	}
+	l->n++;
+	memcpy(l->buf + off, src, len);
+}
+
+/*
+ * read_to hands a payload that wraps over the ring's end to its callback
+ * in two pieces, in order, at their offsets in the message (the kernel
+ * stores them into a socket buffer of page fragments), and releases it.
+ */
+static void test_msg_read_to_pieces(void)
+{
+	struct store_log l;
+	u8 in[64];
+	bool n;
+
+	rp_setup(&R, 64);
+	CHECK_OK();
+	rp_set_pos(&R, 48);		/* word at 48, payload 52..63 + 0..17 */
+	fill_pat(in, 5, 30);
+	CHECK_EQ(vmc_ring_msg_write(&R.p, in, 30, &n), 0);
+	CHECK_EQ(vmc_ring_msg_peek(&R.c, 64), 30);
+	memset(&l, 0, sizeof(l));
+	vmc_ring_msg_read_to(&R.c, 30, store_logged, &l);
+	CHECK_EQ(l.n, 2);
+	CHECK_EQ(l.off[0], 0);
+	CHECK_EQ(l.len[0], 12);
+	CHECK_EQ(l.off[1], 12);
+	CHECK_EQ(l.len[1], 18);
+	CHECK_EQ(bad_pat(l.buf, 5, 30), -1);
+	CHECK_EQ(R.c.pos, 48 + room_model(30));
+	CHECK_EQ(le32_to_cpu(R.hdr->cons), 48 + room_model(30));
+	CHECK_EQ(vmc_ring_msg_peek(&R.c, 64), -EAGAIN);
+	/* One piece when it does not wrap; an empty message, none. */
+	CHECK_EQ(vmc_ring_msg_write(&R.p, in, 7, &n), 0);
+	CHECK_EQ(vmc_ring_msg_write(&R.p, in, 0, &n), 0);
+	CHECK_EQ(vmc_ring_msg_peek(&R.c, 64), 7);
+	memset(&l, 0, sizeof(l));
+	vmc_ring_msg_read_to(&R.c, 7, store_logged, &l);
+	CHECK_EQ(l.n, 1);
+	CHECK_EQ(l.len[0], 7);
+	CHECK_EQ(vmc_ring_msg_peek(&R.c, 64), 0);
+	memset(&l, 0, sizeof(l));
+	vmc_ring_msg_read_to(&R.c, 0, store_logged, &l);
+	CHECK_EQ(l.n, 0);
+	CHECK_EQ(vmc_ring_msg_peek(&R.c, 64), -EAGAIN);
+}
+
 static void test_msg_payload_wraps(void)
 {
 	msg_at(56, 20, 4);		/* word at 56, payload 60..63 + 0..15 */
@@ -1430,6 +1491,7 @@ int main(void)
 	RUN(test_min_size);
 	RUN(test_msg_basic);
 	RUN(test_msg_payload_wraps);
+	RUN(test_msg_read_to_pieces);
 	RUN(test_msg_wrap_u32);
 	RUN(test_msg_emsgsize);
 	RUN(test_msg_eagain_full);
