@@ -135,9 +135,9 @@ MODULE_PARM_DESC(exclude_ports, "TCP ports (local or remote, up to 16, comma-sep
 static unsigned int ring_kb = 64;
 module_param(ring_kb, uint, 0444);
 MODULE_PARM_DESC(ring_kb, "Ring per connection and direction, KiB (4-1024, power of two, default 64)");
-static unsigned int ring_max_kb;
+static unsigned int ring_max_kb = 256;
 module_param(ring_max_kb, uint, 0444);
-MODULE_PARM_DESC(ring_max_kb, "Largest ring of a connection per direction, KiB, rounded down to 1, 2 or 4 rings of ring_kb (default 0: one): a connection takes that many adjacent rings of the pool while at least half of its TCP rings stay free, one otherwise (a peer that cannot read bigger rings always gets one)");
+MODULE_PARM_DESC(ring_max_kb, "Largest ring of a connection per direction, KiB, rounded down to 1, 2 or 4 rings of ring_kb (default 256; 0: one): a connection takes that many adjacent rings of the pool while at least half of its TCP rings stay free, one otherwise (a peer that cannot read bigger rings always gets one)");
 /* Slots of the first connections' rings: ring_max_kb as 1, 2 or 4 slots. */
 static unsigned int vmcf_ring_slots = 1;
 static unsigned int pool_rings = 36;

@@ -10,10 +10,13 @@
 #   2b. a port in exclude_ports stays on TCP, counted by reason
 #   3. connections to dom0 are untouched
 #   4. after every connection closed: no connection left, rings free
-#   5. ring_max_kb=256 (rings of up to 4 pool slots): a stream each way with
-#      random write sizes arrives intact through them, and 24 connections at
-#      once all verify, more than 16 of them accelerated (all-big rings would
-#      fit 8 in the pool: connections beyond half the pool get one slot)
+#   5. ring_max_kb=256 (the default, rings of up to 4 pool slots): a stream
+#      each way with random write sizes arrives intact through them, and 24
+#      connections at once all verify, more than 16 of them accelerated
+#      (all-big rings would fit 8 in the pool: connections beyond half the
+#      pool get one slot)
+#   6. ring_max_kb=0 (one slot per ring): 24 connections at once all verify,
+#      all 24 accelerated, none in a ring of more than one slot
 pass=0; fail=0
 ok()  { echo "PASS: $*"; pass=$((pass + 1)); }
 bad() { echo "FAIL: $*"; fail=$((fail + 1)); }
@@ -92,7 +95,7 @@ check "connection from dom0 not accelerated" is '[ "$(stat_of domu1 accelerated_
 check "no connection left in domu1 and domu2" \
 	wait_until 20 is '[ "$(stat_of domu1 connections)" = 0 ] && [ "$(stat_of domu2 connections)" = 0 ]'
 
-# 5. bigger rings for the first connections (ring_max_kb, off by default)
+# 5. bigger rings for the first connections (ring_max_kb, the default made explicit)
 lab-unload front domu1 domu2 > /dev/null
 LAB_FRONT_PARAMS="tcp=1 ring_max_kb=256" lab-load front domu1 domu2 > /dev/null
 check "ring_max_kb=256: channels up" wait_until 30 is 'chan_up domu1 domu2 && chan_up domu2 domu1'
@@ -117,6 +120,24 @@ check "ring_max_kb=256: $acc of the 24 accelerated, more than the 8 that rings o
 	is '[ "$acc" -gt 16 ]'
 x domu2 'kill $(cat /tmp/xfer-big.pid) 2>/dev/null'
 check "ring_max_kb=256: no connection left" \
+	wait_until 20 is '[ "$(stat_of domu1 connections)" = 0 ] && [ "$(stat_of domu2 connections)" = 0 ]'
+
+# 6. bigger rings off: one slot each, so all 24 fit in the 32 TCP slots
+lab-unload front domu1 domu2 > /dev/null
+LAB_FRONT_PARAMS="tcp=1 ring_max_kb=0" lab-load front domu1 domu2 > /dev/null
+check "ring_max_kb=0: channels up" wait_until 30 is 'chan_up domu1 domu2 && chan_up domu2 domu1'
+sleep 2
+x domu2 "ulimit -n 4096; (/tmp/xfer server 6021 > /tmp/xfer-one.log 2>&1 & echo \$! > /tmp/xfer-one.pid) > /dev/null 2>&1"
+wait_until 20 x domu2 "ss -ltn | grep -q ':6021 '"
+acc0=$(stat_of domu1 accelerated_total)
+out=$(x domu1 "ulimit -n 4096; /tmp/xfer many $b_ip 6021 24 4096" 2>&1)
+echo "$out" | grep -E 'RESULT|verified|accelerated' | sed 's/^/    /'
+acc=$(( $(stat_of domu1 accelerated_total) - acc0 ))
+check "ring_max_kb=0: 24 connections at once all verified" is 'echo "$out" | grep -q "^RESULT many OK"'
+check "ring_max_kb=0: $acc of the 24 accelerated, in rings of one slot (rings over one slot: domu1 $(stat_of domu1 rings_over_one_slot_total), domu2 $(stat_of domu2 rings_over_one_slot_total))" \
+	is '[ "$acc" = 24 ] && [ "$(stat_of domu1 rings_over_one_slot_total)" = 0 ] && [ "$(stat_of domu2 rings_over_one_slot_total)" = 0 ]'
+x domu2 'kill $(cat /tmp/xfer-one.pid) 2>/dev/null'
+check "ring_max_kb=0: no connection left" \
 	wait_until 20 is '[ "$(stat_of domu1 connections)" = 0 ] && [ "$(stat_of domu2 connections)" = 0 ]'
 check "no Oops/BUG/WARNING in the DomUs" \
 	is '! x domu1 "dmesg | grep -E \"Oops|BUG:|WARNING:\"" && ! x domu2 "dmesg | grep -E \"Oops|BUG:|WARNING:\""'
