@@ -95,6 +95,17 @@ check "connection from dom0 not accelerated" is '[ "$(stat_of domu1 accelerated_
 check "no connection left in domu1 and domu2" \
 	wait_until 20 is '[ "$(stat_of domu1 connections)" = 0 ] && [ "$(stat_of domu2 connections)" = 0 ]'
 
+# many PORT: 24 connections at once, 4 MiB each way, to the xfer server on
+# domu2's PORT; sets $out (xfer's output) and $acc (how many domu1 accelerated)
+many() {
+	local acc0
+
+	acc0=$(stat_of domu1 accelerated_total)
+	out=$(x domu1 "ulimit -n 4096; /tmp/xfer many $b_ip $1 24 4096" 2>&1)
+	echo "$out" | grep -E 'RESULT|verified|accelerated' | sed 's/^/    /'
+	acc=$(( $(stat_of domu1 accelerated_total) - acc0 ))
+}
+
 # 5. bigger rings for the first connections (ring_max_kb, the default made explicit)
 lab-unload front domu1 domu2 > /dev/null
 LAB_FRONT_PARAMS="tcp=1 ring_max_kb=256" lab-load front domu1 domu2 > /dev/null
@@ -111,10 +122,7 @@ check "ring_max_kb=256: 64 MiB each way at once, random sizes, verified both end
 	is 'echo "$out" | grep -q "^RESULT stream OK"'
 check "ring_max_kb=256: both sides wrote into rings of more than one slot (domu1 ${big1:-?} -> $(stat_of domu1 rings_over_one_slot_total), domu2 ${big2:-?} -> $(stat_of domu2 rings_over_one_slot_total))" \
 	is '[ "$(stat_of domu1 rings_over_one_slot_total)" -gt "${big1:-0}" ] && [ "$(stat_of domu2 rings_over_one_slot_total)" -gt "${big2:-0}" ]'
-acc0=$(stat_of domu1 accelerated_total)
-out=$(x domu1 "ulimit -n 4096; /tmp/xfer many $b_ip 6020 24 4096" 2>&1)
-echo "$out" | grep -E 'RESULT|verified|accelerated' | sed 's/^/    /'
-acc=$(( $(stat_of domu1 accelerated_total) - acc0 ))
+many 6020
 check "ring_max_kb=256: 24 connections at once (4 MiB each way) all verified" is 'echo "$out" | grep -q "^RESULT many OK"'
 check "ring_max_kb=256: $acc of the 24 accelerated, more than the 8 that rings of 4 slots alone would fit" \
 	is '[ "$acc" -gt 16 ]'
@@ -129,10 +137,7 @@ check "ring_max_kb=0: channels up" wait_until 30 is 'chan_up domu1 domu2 && chan
 sleep 2
 x domu2 "ulimit -n 4096; (/tmp/xfer server 6021 > /tmp/xfer-one.log 2>&1 & echo \$! > /tmp/xfer-one.pid) > /dev/null 2>&1"
 wait_until 20 x domu2 "ss -ltn | grep -q ':6021 '"
-acc0=$(stat_of domu1 accelerated_total)
-out=$(x domu1 "ulimit -n 4096; /tmp/xfer many $b_ip 6021 24 4096" 2>&1)
-echo "$out" | grep -E 'RESULT|verified|accelerated' | sed 's/^/    /'
-acc=$(( $(stat_of domu1 accelerated_total) - acc0 ))
+many 6021
 check "ring_max_kb=0: 24 connections at once all verified" is 'echo "$out" | grep -q "^RESULT many OK"'
 check "ring_max_kb=0: $acc of the 24 accelerated, in rings of one slot (rings over one slot: domu1 $(stat_of domu1 rings_over_one_slot_total), domu2 $(stat_of domu2 rings_over_one_slot_total))" \
 	is '[ "$acc" = 24 ] && [ "$(stat_of domu1 rings_over_one_slot_total)" = 0 ] && [ "$(stat_of domu2 rings_over_one_slot_total)" = 0 ]'
