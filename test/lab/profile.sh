@@ -1,6 +1,8 @@
 #!/bin/bash
-# Where the CPU goes in a 16 KiB TCP stream (LAB_PROFILE_LOAD=rr: in a 1 B request/response) (the copy-limit target of issues 5 and 9): a
-# diagnostic, not a test.  Runs in Dom0 of a lab whose image has perf:
+# Where the CPU goes in a 16 KiB TCP stream (LAB_PROFILE_LEN: another write size;
+# LAB_PROFILE_LOAD=rr: in a 1 B request/response) (the copy-limit target of issues 5 and 9): a
+# diagnostic, not a test.  domu1 and domu2 are pinned apart, as in make bench.  Runs in Dom0 of
+# a lab whose image has perf:
 #
 #   LAB_PACKAGES=linux-perf test/lab.sh run test/lab/profile.sh
 #   (or in a suite: LAB_SUITE="... profile.sh", the file given as an extra file)
@@ -17,6 +19,7 @@
 # linux-perf is /usr/bin/perf itself.
 set -o pipefail
 T=${LAB_PROFILE_SECS:-10}
+L=${LAB_PROFILE_LEN:-16384}	# iperf3 -l: bytes per write
 A=domu1 B=domu2 B_IP=10.99.0.12
 x() { lab-exec -n -t 600 "$@"; }
 chan_up() { [ "$(x "$1" "awk -v d=$(xl domid "$2") '\$1 == d {print \$3}' /proc/xenvmc/peers")" = up ]; }
@@ -31,6 +34,8 @@ LAB_FRONT_PARAMS="tcp=1 ${LAB_PROFILE_PARAMS:-}" lab-load front $A $B > /dev/nul
 for i in $(seq 60); do chan_up $A $B && chan_up $B $A && break; sleep 1; done
 sleep 3
 lab-canary pause > /dev/null 2>&1
+# As make bench: each DomU on its own physical CPU (unpinned, Xen may run both on one).
+xl vcpu-pin $A all 0 && xl vcpu-pin $B all 1 || echo "xl vcpu-pin failed: DomUs not pinned"
 x $B 'iperf3 -s -D -p 5400; iperf3 -s -D -p 5401'
 x $A 'iperf3 -s -D -p 5402'
 LOAD=${LAB_PROFILE_LOAD:-stream}
@@ -69,6 +74,13 @@ events() {
 	     "$(x $B "awk -v d=$(xl domid $A) '$ev' /proc/xenvmc/channels")"
 }
 
+# perf_done DOMU: wait until perf record has written its file (a report of a file still being
+# written, as after a fixed 3 s under load, printed nothing)
+perf_done() {
+	x $1 "for i in \$(seq 60); do pidof ${PERF##*/} > /dev/null || exit 0; sleep 1; done; exit 1" ||
+		echo "  perf record still running in $1 after 60 s"
+}
+
 # prof NAME CLIENT SERVER_DOMS DST PORT: one profiled stream (LAB_PROFILE_LOAD=rr: one crr rr
 # 1 B request/response run instead, to the crr server on PORT + 10)
 prof() {
@@ -82,21 +94,21 @@ prof() {
 		ev0=$(events)
 		out=$(x $cli "/tmp/crr rr $dst $((port + 10)) $T 1") || { out=ERROR; fails=$((fails + 1)); }
 		ev1=$(events)
-		sleep 3
+		for d in $doms; do perf_done $d; done
 		echo "  $out; domu1 accelerated_total $(x $A "awk '\$1 == \"accelerated_total\" {print \$2}' /proc/xenvmc/stats")"
 		echo "  events received over the run (domu1 domu2): before $ev0, after $ev1"
 		for d in $doms; do summary $d /tmp/$name.data; done
 		return
 	fi
-	echo "=== $name: iperf3 -l 16384 -t $T from $cli to $dst"
+	echo "=== $name: iperf3 -l $L -t $T from $cli to $dst"
 	for d in $doms; do
 		x $d "($PERF record -q -g -e cpu-clock -F 999 -a -o /tmp/$name.data -- sleep $((T + 2)) > /dev/null 2>&1 &) > /dev/null 2>&1"
 	done
 	sleep 1
 	ev0=$(events)
-	out=$(x $cli "iperf3 -c $dst -p $port -t $T -l 16384 -J" | python3 -c 'import json,sys; d=json.load(sys.stdin); print("%.1f MiB/s" % (d["end"]["sum_received"]["bytes"] / d["end"]["sum_received"]["seconds"] / 1048576))') || { out=ERROR; fails=$((fails + 1)); }
+	out=$(x $cli "iperf3 -c $dst -p $port -t $T -l $L -J" | python3 -c 'import json,sys; d=json.load(sys.stdin); print("%.1f MiB/s" % (d["end"]["sum_received"]["bytes"] / d["end"]["sum_received"]["seconds"] / 1048576))') || { out=ERROR; fails=$((fails + 1)); }
 	ev1=$(events)
-	sleep 3
+	for d in $doms; do perf_done $d; done
 	echo "  rate: $out; domu1 accelerated_total $(x $A "awk '\$1 == \"accelerated_total\" {print \$2}' /proc/xenvmc/stats")"
 	echo "  events received over the stream (domu1 domu2): before $ev0, after $ev1"
 	for d in $doms; do summary $d /tmp/$name.data; done
