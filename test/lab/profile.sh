@@ -74,11 +74,14 @@ events() {
 	     "$(x $B "awk -v d=$(xl domid $A) '$ev' /proc/xenvmc/channels")"
 }
 
-# perf_done DOMU: wait until perf record has written its file (a report of a file still being
-# written, as after a fixed 3 s under load, printed nothing)
+# perf_done DOMU...: wait until perf record has written its file in each (a report of a file still
+# being written, as after a fixed 3 s under load, printed nothing)
 perf_done() {
-	x $1 "for i in \$(seq 60); do pidof ${PERF##*/} > /dev/null || exit 0; sleep 1; done; exit 1" ||
-		echo "  perf record still running in $1 after 60 s"
+	local d
+	for d; do
+		x $d "for i in \$(seq 60); do pidof ${PERF##*/} > /dev/null || exit 0; sleep 1; done; exit 1" ||
+			echo "  perf record still running in $d after 60 s"
+	done
 }
 
 # prof NAME CLIENT SERVER_DOMS DST PORT: one profiled stream (LAB_PROFILE_LOAD=rr: one crr rr
@@ -94,7 +97,7 @@ prof() {
 		ev0=$(events)
 		out=$(x $cli "/tmp/crr rr $dst $((port + 10)) $T 1") || { out=ERROR; fails=$((fails + 1)); }
 		ev1=$(events)
-		for d in $doms; do perf_done $d; done
+		perf_done $doms
 		echo "  $out; domu1 accelerated_total $(x $A "awk '\$1 == \"accelerated_total\" {print \$2}' /proc/xenvmc/stats")"
 		echo "  events received over the run (domu1 domu2): before $ev0, after $ev1"
 		for d in $doms; do summary $d /tmp/$name.data; done
@@ -108,7 +111,7 @@ prof() {
 	ev0=$(events)
 	out=$(x $cli "iperf3 -c $dst -p $port -t $T -l $L -J" | python3 -c 'import json,sys; d=json.load(sys.stdin); print("%.1f MiB/s" % (d["end"]["sum_received"]["bytes"] / d["end"]["sum_received"]["seconds"] / 1048576))') || { out=ERROR; fails=$((fails + 1)); }
 	ev1=$(events)
-	for d in $doms; do perf_done $d; done
+	perf_done $doms
 	echo "  rate: $out; domu1 accelerated_total $(x $A "awk '\$1 == \"accelerated_total\" {print \$2}' /proc/xenvmc/stats")"
 	echo "  events received over the stream (domu1 domu2): before $ev0, after $ev1"
 	for d in $doms; do summary $d /tmp/$name.data; done
