@@ -7,6 +7,17 @@
 order=${LAB_SUITE:-"membership.sh tcp.sh udp.sh hostile.sh limits.sh tcpsem.sh tcpstress.sh smoke.sh revert.sh migrate.sh"}
 passed=0; failed=0
 times=""
+# Each PASS/FAIL line gets the seconds since its test began: where a test's
+# time goes, for keeping the suite inside CI's limit.
+stamp() {
+	local l t0=$SECONDS
+	while IFS= read -r l; do
+		case $l in
+		PASS:* | FAIL:*) echo "$l [$((SECONDS - t0)) s]" ;;
+		*) echo "$l" ;;
+		esac
+	done
+}
 for t in $order; do
 	t0=$(date +%s)
 	f=$LAB_FILES/$t
@@ -15,7 +26,7 @@ for t in $order; do
 		echo "=== $t: missing"; failed=$((failed + 1)); continue
 	fi
 	out=$(mktemp)
-	timeout -k 10 "${LAB_ONE_TIMEOUT:-1500}" bash "$f" < /dev/null 2>&1 | tee "$out"
+	timeout -k 10 "${LAB_ONE_TIMEOUT:-1500}" bash "$f" < /dev/null 2>&1 | stamp | tee "$out"
 	rc=${PIPESTATUS[0]}
 	read -r p f_ < <(sed -n 's/^\([0-9]\+\) passed, \([0-9]\+\) failed.*/\1 \2/p' "$out" | tail -n 1)
 	rm -f "$out"

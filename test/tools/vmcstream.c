@@ -18,7 +18,9 @@
  * must have sent, up to the EOF.  rr: the client sends numbered requests of
  * random size and checks each echo.  churn spends its time in connection
  * set-up and teardown, so that whatever the lab does lands in a handshake.
- * The last line is
+ * SIGUSR1 ends a client's (and a stream server's) sending as if its time
+ * were up, so that a test can run traffic for exactly as long as something
+ * else takes.  The last line is
  *   vmcstream: ROLE sent N received N errors N stalls N [connections N]
  * and the exit status is 0 only when errors and stalls are 0 (a stall: no
  * byte moved for 20 s, or $VMCSTREAM_STALL s: a save/restore suspends one
@@ -70,6 +72,14 @@ static double secs;
 static volatile unsigned long long sent, received, errors, stalls;
 static volatile double last_move;
 static const char *role;
+/* SIGUSR1: the time is up now (checked where the time is). */
+static volatile sig_atomic_t stop_now;
+
+static void on_usr1(int sig)
+{
+	(void)sig;
+	stop_now = 1;
+}
 
 static void *writer(void *arg)
 {
@@ -79,7 +89,7 @@ static void *writer(void *arg)
 	size_t n, i, off;
 	ssize_t w;
 
-	while (now() < end) {
+	while (!stop_now && now() < end) {
 		n = 1 + prng_u32(&sz) % sizeof(buf);
 		for (i = 0; i < n; i++)
 			buf[i] = prng_byte(&g);
@@ -200,7 +210,7 @@ static int rr_client(unsigned int max)
 	double end = now() + secs;
 	uint32_t len, i, n = 0;
 
-	while (now() < end && (!max || n++ < max)) {
+	while (!stop_now && now() < end && (!max || n++ < max)) {
 		len = 1 + prng_u32(&g) % 1024;
 		memcpy(req, &seq, 4);
 		memcpy(req + 4, &len, 4);
@@ -235,7 +245,7 @@ static void churn_client(const char *host, const char *port)
 	int kind = 1;
 	char c;
 
-	while (now() < end) {
+	while (!stop_now && now() < end) {
 		fd = connect_to(host, port);
 		if (fd < 0 || full(fd, &kind, sizeof(kind), 1)) {
 			fprintf(stderr, "%s: churn: connect: %s after %llu connections\n",
@@ -284,8 +294,10 @@ int main(int argc, char **argv)
 	pthread_t w, wd;
 	int ls, one = 1, kind;
 	struct sockaddr_in6 sa = { .sin6_family = AF_INET6 };
+	struct sigaction usr1 = { .sa_handler = on_usr1, .sa_flags = SA_RESTART };
 
 	signal(SIGPIPE, SIG_IGN);
+	sigaction(SIGUSR1, &usr1, NULL);
 	if (getenv("VMCSTREAM_STALL"))
 		stall_secs = atoi(getenv("VMCSTREAM_STALL"));
 	setvbuf(stdout, NULL, _IOLBF, 0);
