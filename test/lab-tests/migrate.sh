@@ -62,6 +62,12 @@ start() {
 	wait_until 20 x domu2 "ss -ltn | grep -q ':$((port + 1)) '"
 	x domu1 "rm -f /tmp/$n.*; ($STALL /tmp/vmcstream stream $B_IP $port $secs > /tmp/$n.sc 2>&1 &); ($STALL /tmp/vmcstream rr $B_IP $((port + 1)) $secs > /tmp/$n.rc 2>&1 &)"
 }
+# stop PORT: the stream on PORT and the rr on PORT+1 end now (SIGUSR1, as
+# if their time were up): traffic runs as long as what it is there for
+stop() {
+	local p="vmcstream [a-z]+ ([0-9.]+ )?($1|$(($1 + 1)))( |\$)"
+	x domu1 "pkill -USR1 -f '$p'"; x domu2 "pkill -USR1 -f '$p'"
+}
 # result NAME: both pairs finished, every byte both ways, no error
 field() { sed -n "s/.* $2 \([0-9]*\).*/\1/p" "$1" | tail -1; }
 result() {
@@ -96,13 +102,15 @@ save_restore() {
 }
 
 # 1. rmmod vmc_back under load
-start bk 7100 30
+start bk 7100 300
 check "backend: connections accelerated before rmmod vmc_back" \
 	wait_until 30 is '[ "$(naccel domu1)" -ge 2 ]'
 sleep 3
 check "backend: rmmod vmc_back under load succeeds" rmmod vmc_back
 check "backend: domu1's and domu2's peer tables empty" \
 	wait_until 30 is '[ "$(npeers domu1)" = 0 ] && [ "$(npeers domu2)" = 0 ]'
+sleep 5
+stop 7100
 check "backend: streams survived, intact both ways, nothing lost" result bk
 echo "  domu1: $(x domu1 "grep -E '^(reverted_total|reverted_bytes_resent|resets_total) ' /proc/xenvmc/stats | tr '\n' ' '")"
 lab-load back > /dev/null
@@ -119,7 +127,7 @@ result bk2 > /dev/null || bad "backend: new connection's stream damaged"
 x domu2 "rm -f /tmp/churn.ss; (/tmp/vmcstream cserver 7300 > /tmp/churn.ss 2>&1 &)"
 wait_until 20 x domu2 "ss -ltn | grep -q ':7300 '"
 acc0=$(stat_of domu1 accelerated_total)
-x domu1 "rm -f /tmp/churn.c; ($STALL /tmp/vmcstream churn $B_IP 7300 60 > /tmp/churn.c 2>&1 &)"
+x domu1 "rm -f /tmp/churn.c; ($STALL /tmp/vmcstream churn $B_IP 7300 300 > /tmp/churn.c 2>&1 &)"
 check "handshake: churning connections are accelerated" \
 	wait_until 20 is '[ "$(stat_of domu1 accelerated_total)" -gt "$acc0" ]' || why_not domu1
 sleep 5
@@ -134,6 +142,8 @@ if t=$(save_restore); then
 else
 	bad "handshake: $OP failed: $(tail -2 /tmp/save.log /tmp/restore.log 2>/dev/null)"
 fi
+sleep 3
+x domu1 "pkill -USR1 -f 'vmcstream [c]hurn'"
 wait_until 200 x domu1 'grep -q ^vmcstream: /tmp/churn.c'
 echo "  churn $(x domu1 'tail -3 /tmp/churn.c')"
 check "handshake: every connection's requests echoed intact, none failed" \
@@ -149,9 +159,11 @@ rounds=${LAB_MIGRATE_ROUNDS:-3}
 declare -a t_off t_on
 round_off() {
 	lab-unload front domu1 domu2 > /dev/null
-	start off$1 7400 40
+	start off$1 7400 300
 	sleep 4
 	t_off+=("$(save_restore)")
+	sleep 5
+	stop 7400
 	result off$1 > /dev/null || bad "timing: stream without XenVMC damaged (round $1)"
 }
 round_on() {
@@ -159,10 +171,12 @@ round_on() {
 	LAB_FRONT_PARAMS="tcp=1" lab-load front domu1 domu2 > /dev/null
 	wait_until 60 is 'chan_up domu1 domu2 && chan_up domu2 domu1 && pools_up domu1 domu2 && pools_up domu2 domu1' ||
 		echo "  (round $1: channels not up after 60 s)"
-	start on$1 7500 40
+	start on$1 7500 300
 	wait_until 30 is '[ "$(naccel domu1)" -ge 2 ]' || echo "  (round $1: connections not accelerated)"
 	sleep 2
 	t_on+=("$(save_restore)")
+	sleep 5
+	stop 7500
 	result on$1 > /dev/null || bad "timing: stream with XenVMC damaged (round $1)"
 	# the share of it that is XenVMC's own freeze callback
 	echo "  round $1: domu1: $(x domu1 "dmesg | grep -o 'suspend: .*closed in [0-9]* ms' | tail -1")"

@@ -73,6 +73,13 @@ start() {
 	wait_until 20 x $srv "ss -ltn | grep -q ':$((port + 1)) '"
 	x domu1 "rm -f /tmp/$n.*; ($st /tmp/vmcstream stream $ip $port $secs > /tmp/$n.sc 2>&1 &); ($st /tmp/vmcstream rr $ip $((port + 1)) $secs > /tmp/$n.rc 2>&1 &)"
 }
+# stop PORT [SERVER_DOMU]: the stream on PORT and the rr on PORT+1 end now
+# (SIGUSR1, as if their time were up): traffic runs as long as what it is
+# there for, plus a few seconds after it
+stop() {
+	local p="vmcstream [a-z]+ ([0-9.]+ )?($1|$(($1 + 1)))( |\$)"
+	x domu1 "pkill -USR1 -f '$p'"; x "${2:-domu2}" "pkill -USR1 -f '$p'"
+}
 # result NAME [SERVER_DOMU]: both pairs finished, every byte both ways, no error
 field() { sed -n "s/.* $2 \([0-9]*\).*/\1/p" "$1" | tail -1; }
 result() {
@@ -99,7 +106,7 @@ show() {
 
 # 1. tcp=0 at run time
 rev0=$(stat_of domu1 reverted_total)
-start sw 7100 30
+start sw 7100 300
 check "switch: both connections accelerated" wait_until 30 is '[ "$(naccel domu1)" -ge 2 ]'
 sleep 5
 x domu1 'echo 0 > /sys/module/vmc_front/parameters/tcp'
@@ -109,17 +116,21 @@ x domu1 'echo 0 > /sys/module/vmc_front/parameters/tcp'
 check "switch: tcp=0 moved them back to TCP (none accelerated, reverted_total grew)" \
 	wait_until 30 is '[ "$(naccel domu1)" = 0 ] && [ "$(stat_of domu1 reverted_total)" -ge $((rev0 + 2)) ]'
 echo "  domu1 after tcp=0:"; x domu1 cat /proc/xenvmc/connections | sed 's/^/    /'
+sleep 5
+stop 7100
 check "switch: streams intact both ways, nothing lost, no reset" result sw
 x domu1 'echo 1 > /sys/module/vmc_front/parameters/tcp'
 
 # 2. rmmod under load
-start rm 7110 30
+start rm 7110 300
 check "rmmod: both connections accelerated" wait_until 30 is '[ "$(naccel domu1)" -ge 2 ]'
 sleep 5
 t0=$(date +%s.%N)
 check "rmmod vmc_front in domu1 under load succeeds" x domu1 rmmod vmc_front
 t1=$(date +%s.%N)
 echo "  rmmod took $(echo "$t0 $t1" | awk '{printf "%.2f", $2 - $1}') s (incl. ssh); domu1: $(x domu1 "dmesg | grep -o 'unloaded in .*' | tail -1")"
+sleep 5
+stop 7110
 check "rmmod: streams intact both ways, nothing lost, no reset" result rm
 LAB_FRONT_PARAMS="tcp=1 udp=1" lab-load front domu1 > /dev/null
 check "reload: channel up again" wait_until 60 is 'chan_up domu1 domu2 && chan_up domu2 domu1'
@@ -197,9 +208,9 @@ one_cycle() {
 	echo "save $((t1 - t0)) s, restore $((t2 - t1)) s"
 }
 for i in $(seq 1 "$cycles"); do
-	start sr$i 7200 25
+	start sr$i 7200 300
 	if ! wait_until 30 is '[ "$(naccel domu1)" -ge 2 ]'; then
-		bad "$what $i: connections not accelerated before it"; continue
+		bad "$what $i: connections not accelerated before it"; stop 7200; continue
 	fi
 	sleep 3
 	# Both DomUs PVH: the even migrations move domu2, the servers' side.
@@ -208,9 +219,11 @@ for i in $(seq 1 "$cycles"); do
 		[ $((i % 2)) = 0 ] && mig=domu2
 	id0=$(xl domid $mig)
 	if ! took=$(one_cycle); then
-		bad "$what $i: $took"; break
+		bad "$what $i: $took"; stop 7200; break
 	fi
 	echo "  cycle $i: $took, $mig domid $id0 -> $(xl domid $mig)"
+	sleep 5
+	stop 7200
 	check "$what $i: streams survived, intact both ways, nothing lost" result sr$i
 	check "$what $i: pair found again (channels up)" \
 		wait_until 60 is 'chan_up domu1 domu2 && chan_up domu2 domu1'
@@ -224,13 +237,15 @@ for i in $(seq 1 "$cycles"); do
 done
 
 # 3b. a cancelled suspend (xl save -c: checkpoint, the domain runs on: THAW)
-start ck 7500 25
+start ck 7500 300
 check "checkpoint: connections accelerated" wait_until 30 is '[ "$(naccel domu1)" -ge 2 ]'
 sleep 3
 id0=$(xl domid domu1)
 if xl save -c domu1 /var/lib/xen/domu1.ckpt > /tmp/ckpt.log 2>&1; then
 	rm -f /var/lib/xen/domu1.ckpt
 	check "checkpoint: same domain runs on (domid $id0 -> $(xl domid domu1))" is '[ "$(xl domid domu1)" = "$id0" ]'
+	sleep 5
+	stop 7500
 	check "checkpoint: streams intact both ways, nothing lost" result ck
 	check "checkpoint: pair found again (channels up)" \
 		wait_until 60 is 'chan_up domu1 domu2 && chan_up domu2 domu1'
@@ -242,6 +257,7 @@ if xl save -c domu1 /var/lib/xen/domu1.ckpt > /tmp/ckpt.log 2>&1; then
 		why_not domu1
 	result ck2 > /dev/null || bad "checkpoint: new connection's stream damaged"
 else
+	stop 7500
 	bad "checkpoint: xl save -c failed: $(tail -2 /tmp/ckpt.log)"
 fi
 # 3c. UDP across a save/restore: nothing corrupted or duplicated (loss allowed)
