@@ -9,7 +9,8 @@
 #   1. an untraced run of LAB_LAT_SECS (default 5) s: sockperf's one-way figure;
 #   2. a traced run: ftrace's function_graph in both DomUs, limited to the functions below, so
 #      that each traced call costs a few microseconds and nothing else is recorded.
-# Printed per DomU: each traced function's calls per exchange and median duration; and two
+# Printed per DomU: each traced function's calls per exchange and median duration, the context
+# switches per exchange by the task switched to (switch-to:, from the sched_switch event); and two
 # intervals read off the same DomU's clock (funcgraph-abstime):
 #   evt->recv  from the end of vmcf_evt() (the event's soft irq, which woke the reader) to the
 #              end of the system call that returned the data: the reader's wake-up, context
@@ -51,6 +52,7 @@ for d in $A $B; do
 	      echo 16384 > $TR/buffer_size_kb
 	      echo function_graph > $TR/current_tracer
 	      echo 1 > $TR/options/funcgraph-abstime; echo 1 > $TR/options/funcgraph-tail
+	      echo 1 > $TR/events/sched/sched_switch/enable
 	      echo \"$d traces: \$(wc -l < $TR/set_ftrace_filter) functions\"" ||
 		{ echo "cannot set up ftrace in $d"; echo "0 passed, 1 failed"; exit 1; }
 done
@@ -63,6 +65,10 @@ parse() {
 	function dur(s) { return match(s, /[0-9.]+ us/) ? substr(s, RSTART, RLENGTH - 3) + 0 : -1 }
 	NF >= 3 {
 		ts = $1 + 0; c = $3
+		if (c ~ /sched_switch:/ && match(c, /next_comm=[^ ]+/)) {	# whom the CPU went to
+			w = substr(c, RSTART + 10, RLENGTH - 10); sub(/\/[0-9]+$/, "", w)
+			print "switch-to:" w, 0; next
+		}
 		if (c ~ /^ *} \/\* /) {		# exit: "} /* name */", its duration in $2
 			f = c; sub(/^ *} \/\* /, "", f); sub(/ \*\/.*/, "", f)
 		} else if (c ~ /\(\);/) {	# a leaf: "name();"
@@ -114,7 +120,7 @@ run() {
 
 run udp "-i $B_IP -p 5501" || fails=$((fails + 1))
 run tcp "--tcp -i $B_IP -p 5502" || fails=$((fails + 1))
-for d in $A $B; do x $d "echo nop > $TR/current_tracer; : > $TR/set_ftrace_filter"; done
+for d in $A $B; do x $d "echo 0 > $TR/events/sched/sched_switch/enable; echo nop > $TR/current_tracer; : > $TR/set_ftrace_filter"; done
 # For scale, the same two untraced over netfront (tcp=0 udp=0 at run time).
 for d in $A $B; do x $d 'echo 0 > /sys/module/vmc_front/parameters/tcp; echo 0 > /sys/module/vmc_front/parameters/udp'; done
 echo "=== netfront, untraced: one-way UDP $(x $A "sockperf pp -i $B_IP -p 5501 -m 64 -t $T 2>&1" |
