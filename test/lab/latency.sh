@@ -17,8 +17,9 @@
 #              switch and copy;
 #   recv->send from the end of that system call to the start of the next sending one: user
 #              space (sockperf's own work between reading the request and sending the answer).
-# Last, for scale, both untraced over netfront.  The rest of a one-way time is the event's way from one DomU to the other (the hypercall in
-# the sender, Xen, the receiver's upcall and vCPU wake-up), which neither DomU can trace.
+# Last, for scale, both untraced over netfront.  The rest of a one-way time is the event's way
+# from one DomU to the other (the hypercall in the sender, Xen, the receiver's upcall and vCPU
+# wake-up), which neither DomU can trace.
 set -o pipefail
 T=${LAB_LAT_SECS:-5}
 A=domu1 B=domu2 B_IP=10.99.0.12
