@@ -97,10 +97,14 @@ parse() {
 	END { out() }'
 }
 
-# run NAME SOCKPERF_ARGS: one untraced and one traced run; fails unless both ran
+# counter NAME: domu1's counter NAME (/proc/xenvmc/stats)
+counter() { x $A "awk -v k=$1 '\$1 == k {print \$2}' /proc/xenvmc/stats"; }
+# run NAME SOCKPERF_ARGS COUNTER: one untraced and one traced run; fails unless both ran and
+# went through XenVMC (domu1's COUNTER grew)
 run() {
-	local name=$1 args="$2 -m 64 -t $T" out n= d
+	local name=$1 args="$2 -m 64 -t $T" out n= d c0
 	echo "=== $name: sockperf pp $args, domu1 -> domu2"
+	c0=$(counter "$3")
 	out=$(x $A "sockperf pp $args 2>&1") || { echo "$out" | tail -5; return 1; }
 	echo "  untraced: one-way $(echo "$out" | sed -n 's/.*avg-latency=\([0-9.]*\).*/\1/p') us"
 	for d in $A $B; do x $d "echo > $TR/trace; echo 1 > $TR/tracing_on"; done
@@ -116,11 +120,12 @@ run() {
 		echo "  $d: $(grep -c . "/tmp/lat-$name-$d.trace") trace lines, $(x $d "grep '^overrun' $TR/per_cpu/cpu0/stats")"
 		parse $d "/tmp/lat-$name-$d.trace" "$n"
 	done
-	echo "  domu1: $(x $A "grep -E '^(udp_tx_datagrams|udp_rx_datagrams|accelerated_total) ' /proc/xenvmc/stats | tr '\n' ' '")"
+	echo "  domu1: $3 grew from $c0 to $(counter "$3")"
+	[ "$(counter "$3")" -gt "$c0" ] || { echo "  NOT through XenVMC"; return 1; }
 }
 
-run udp "-i $B_IP -p 5501" || fails=$((fails + 1))
-run tcp "--tcp -i $B_IP -p 5502" || fails=$((fails + 1))
+run udp "-i $B_IP -p 5501" udp_tx_datagrams || fails=$((fails + 1))
+run tcp "--tcp -i $B_IP -p 5502" accelerated_total || fails=$((fails + 1))
 for d in $A $B; do x $d "echo 0 > $TR/events/sched/sched_switch/enable; echo nop > $TR/current_tracer; : > $TR/set_ftrace_filter"; done
 # For scale, the same two untraced over netfront (tcp=0 udp=0 at run time).
 for d in $A $B; do x $d 'echo 0 > /sys/module/vmc_front/parameters/tcp; echo 0 > /sys/module/vmc_front/parameters/udp'; done
