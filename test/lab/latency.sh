@@ -97,21 +97,23 @@ parse() {
 	END { out() }'
 }
 
+# avg: sockperf's one-way average (us) from its output on stdin
+avg() { sed -n 's/.*avg-latency=\([0-9.]*\).*/\1/p'; }
 # counter NAME: domu1's counter NAME (/proc/xenvmc/stats)
 counter() { x $A "awk -v k=$1 '\$1 == k {print \$2}' /proc/xenvmc/stats"; }
 # run NAME SOCKPERF_ARGS COUNTER: one untraced and one traced run; fails unless both ran and
 # went through XenVMC (domu1's COUNTER grew)
 run() {
-	local name=$1 args="$2 -m 64 -t $T" out n= d c0
+	local name=$1 args="$2 -m 64 -t $T" out rc n d c0
 	echo "=== $name: sockperf pp $args, domu1 -> domu2"
 	c0=$(counter "$3")
 	out=$(x $A "sockperf pp $args 2>&1") || { echo "$out" | tail -5; return 1; }
-	echo "  untraced: one-way $(echo "$out" | sed -n 's/.*avg-latency=\([0-9.]*\).*/\1/p') us"
+	echo "  untraced: one-way $(echo "$out" | avg) us"
 	for d in $A $B; do x $d "echo > $TR/trace; echo 1 > $TR/tracing_on"; done
-	out=$(x $A "sockperf pp $args 2>&1") || { echo "$out" | tail -5; n=x; }
+	out=$(x $A "sockperf pp $args 2>&1"); rc=$?
 	for d in $A $B; do x $d "echo 0 > $TR/tracing_on"; done
-	[ "$n" != x ] || return 1
-	echo "  traced: one-way $(echo "$out" | sed -n 's/.*avg-latency=\([0-9.]*\).*/\1/p') us"
+	[ "$rc" = 0 ] || { echo "$out" | tail -5; return 1; }
+	echo "  traced: one-way $(echo "$out" | avg) us"
 	n=$(echo "$out" | sed -n 's/.*ReceivedMessages=\([0-9]*\).*/\1/p' | head -1)
 	echo "  exchanges (sockperf's ReceivedMessages): ${n:=0}"
 	[ "$n" -gt 0 ] || return 1
@@ -129,9 +131,7 @@ run tcp "--tcp -i $B_IP -p 5502" accelerated_total || fails=$((fails + 1))
 for d in $A $B; do x $d "echo 0 > $TR/events/sched/sched_switch/enable; echo nop > $TR/current_tracer; : > $TR/set_ftrace_filter"; done
 # For scale, the same two untraced over netfront (tcp=0 udp=0 at run time).
 for d in $A $B; do x $d 'echo 0 > /sys/module/vmc_front/parameters/tcp; echo 0 > /sys/module/vmc_front/parameters/udp'; done
-echo "=== netfront, untraced: one-way UDP $(x $A "sockperf pp -i $B_IP -p 5501 -m 64 -t $T 2>&1" |
-	sed -n 's/.*avg-latency=\([0-9.]*\).*/\1/p') us, TCP $(x $A "sockperf pp --tcp -i $B_IP -p 5502 -m 64 -t $T 2>&1" |
-	sed -n 's/.*avg-latency=\([0-9.]*\).*/\1/p') us"
+echo "=== netfront, untraced: one-way UDP $(x $A "sockperf pp -i $B_IP -p 5501 -m 64 -t $T 2>&1" | avg) us, TCP $(x $A "sockperf pp --tcp -i $B_IP -p 5502 -m 64 -t $T 2>&1" | avg) us"
 x $B 'pkill sockperf'
 lab-canary resume > /dev/null 2>&1
 echo "$((2 - fails)) passed, $fails failed"
