@@ -171,19 +171,6 @@ static bool vmcb_addr_eq(const struct vmc_addr *a, const struct vmc_addr *b)
 	return a->family == b->family && !memcmp(a->addr, b->addr, 16);
 }
 
-/* Addresses no DomU may claim: unspecified, loopback, multicast, link-local. */
-static bool vmcb_addr_bad(const struct vmc_addr *a)
-{
-	static const u8 zero[16];
-
-	if (a->family == VMC_AF_INET)
-		return !memcmp(a->addr, zero, 4) || a->addr[0] == 127 ||
-		       a->addr[0] >= 224 ||
-		       (a->addr[0] == 169 && a->addr[1] == 254);
-	return !memcmp(a->addr, zero, 15) || a->addr[0] == 0xff ||
-	       (a->addr[0] == 0xfe && (a->addr[1] & 0xc0) == 0x80);
-}
-
 /*
  * @d's incarnation node: *@inc = 0 when there is none.  -EINVAL if it is
  * malformed, -EAGAIN if it could not be read.
@@ -260,7 +247,7 @@ static void vmcb_read_claim(struct vmcb_dom *d, int inc_err, u64 inc)
 	    vmc_xs_parse_addrs(val, len, addrs, VMC_MAX_ADDRS) : -EINVAL;
 	kfree(val);
 	for (i = 0; n > 0 && i < n; i++)
-		if (vmcb_addr_bad(&addrs[i]))
+		if (!vmc_addr_unicast(addrs[i].family, addrs[i].addr))
 			n = -EINVAL;
 	if (n < 0) {
 		d->why = "malformed address claim";

@@ -100,6 +100,11 @@
 #include <linux/netfilter.h>
 #include <linux/netfilter_ipv4.h>
 #include <linux/netfilter_ipv6.h>
+#include <net/netfilter/nf_conntrack.h>
+#include <net/route.h>
+#include <net/ip6_fib.h>
+#include <net/arp.h>
+#include <net/ndisc.h>
 #include <net/if_inet6.h>
 #include <xen/xen.h>
 #include <xen/xenbus.h>
@@ -527,8 +532,9 @@ static atomic_long_t vmcf_udp_rx = ATOMIC_LONG_INIT(0);
 static atomic_long_t vmcf_udp_tx_full = ATOMIC_LONG_INIT(0);	/* dropped */
 static atomic_long_t vmcf_udp_rx_nomem = ATOMIC_LONG_INIT(0);	/* dropped */
 static atomic_long_t vmcf_udp_rx_unknown = ATOMIC_LONG_INIT(0);	/* not ours */
+static atomic_long_t vmcf_udp_rx_source = ATOMIC_LONG_INIT(0);	/* not theirs */
 static atomic_long_t vmcf_udp_bad = ATOMIC_LONG_INIT(0);	/* broke channel */
-static atomic_long_t vmcf_udp_to_net = ATOMIC_LONG_INIT(0);	/* too big, GSO */
+static atomic_long_t vmcf_udp_to_net = ATOMIC_LONG_INIT(0);	/* too big, not direct */
 /* Busy-polling reads (SO_BUSY_POLL, busy_read) whose spin saw the data. */
 static atomic_long_t vmcf_busy_poll_hits = ATOMIC_LONG_INIT(0);
 
@@ -1929,6 +1935,46 @@ static bool vmcf_tcp_wakeup(struct sock *sk, struct vmcf_conn *c)
 }
 
 /*
+ * The event indices of a connection's rings have two writers: its reader
+ * and writer (socket lock) and poll()/sock_is_readable() (poll_lock only,
+ * as tcp_poll()).  Their requests are serialised under poll_lock: a poll
+ * that read our position before we moved it must not store its request
+ * after ours, behind where we now wait, and lose our sleeper's event.
+ */
+static long vmcf_rx_wait(struct vmcf_conn *c, bool drained)
+{
+	long avail;
+
+	spin_lock_bh(&c->poll_lock);
+	if (drained)
+		vmc_ring_cons_drained(&c->rx);
+	avail = vmc_ring_cons_wait(&c->rx);
+	spin_unlock_bh(&c->poll_lock);
+	return avail;
+}
+
+/* The reader took all it saw: vmc_ring_cons_drained(), as above. */
+static bool vmcf_rx_drained(struct vmcf_conn *c)
+{
+	long avail;
+
+	spin_lock_bh(&c->poll_lock);
+	avail = vmc_ring_cons_drained(&c->rx);
+	spin_unlock_bh(&c->poll_lock);
+	return avail > 0;
+}
+
+static long vmcf_tx_wait(struct vmcf_conn *c, u32 want)
+{
+	long space;
+
+	spin_lock_bh(&c->poll_lock);
+	space = vmc_ring_prod_wait(&c->tx, want);
+	spin_unlock_bh(&c->poll_lock);
+	return space;
+}
+
+/*
  * Busy polling, asked for as on TCP (SO_BUSY_POLL, or the net.core.busy_read
  * sysctl when the socket was made): spin on the ring up to sk_ll_usec
  * before asking for an event and sleeping.  TCP spins on a NIC's queue;
@@ -2081,8 +2127,7 @@ static int vmcf_do_recvmsg(struct sock *sk, struct msghdr *msg, size_t len,
 				 * Data committed meanwhile may have sent none:
 				 * its edge is ours to give.
 				 */
-				if (done == avail &&
-				    vmc_ring_cons_drained(&c->rx) > 0) {
+				if (done == avail && vmcf_rx_drained(c)) {
 					vmc_ring_cons_every(&c->rx);
 					sk->sk_data_ready(sk);
 				}
@@ -2112,11 +2157,9 @@ wait:
 			 * came while we looked is read now, or its commit
 			 * (which saw no request) leaves them waiting forever.
 			 */
-			if (c->state == VMCF_C_RING && !room) {
-				vmc_ring_cons_drained(&c->rx);
-				if (vmc_ring_cons_wait(&c->rx) != 0)
-					continue;
-			}
+			if (c->state == VMCF_C_RING && !room &&
+			    vmcf_rx_wait(c, true) != 0)
+				continue;
 			if (!copied)
 				copied = -EAGAIN;
 			break;
@@ -2136,7 +2179,7 @@ wait:
 				continue;
 			}
 			/* Ask for an event, then look again before sleeping. */
-			if (vmc_ring_cons_wait(&c->rx) != 0)
+			if (vmcf_rx_wait(c, false) != 0)
 				continue;
 		}
 		add_wait_queue(sk_sleep(sk), &wait);
@@ -2276,8 +2319,8 @@ static int vmcf_do_sendmsg(struct sock *sk, struct msghdr *msg, size_t size)
 		if (space == 0) {
 			/* Ask for room, then look again (also before EAGAIN). */
 			if (c->state == VMCF_C_RING &&
-			    vmc_ring_prod_wait(&c->tx, min_t(size_t, size - copied,
-							     c->tx.size / 2)) > 0)
+			    vmcf_tx_wait(c, min_t(size_t, size - copied,
+						  c->tx.size / 2)) > 0)
 				continue;
 			if (!timeo) {
 				err = -EAGAIN;
@@ -3616,6 +3659,86 @@ static void vmcf_dg_free(struct sk_buff_head *done)
  * big for the ring, GSO, no ring (yet, or any more): the network,
  * unchanged.
  */
+/*
+ * May this datagram for @p take the ring instead of the network?  Only
+ * when the ring delivers exactly what the network would:
+ *   - its headers pass the receiver's check (vmc_dgram_check()): one that
+ *     does not (a forwarded fragment, a raw socket's lengths) would break
+ *     the pair's channel there;
+ *   - it goes straight to @p's host: no gateway, tunnel or IPsec on its
+ *     route, and its next hop's link-layer address is one of @p's vifs,
+ *     which Dom0 reads from its own backends.  A DomU's address claim is
+ *     only its word: a claim of the gateway's address, or of an outside
+ *     host's, must not draw other DomUs' datagrams to it;
+ *   - its connection-tracking entry, if any, is confirmed: nf_confirm()
+ *     runs at our priority, after us, so a new entry stolen here would
+ *     never be confirmed and the replies would be NEW to the firewall
+ *     (the first datagram of a flow takes the network);
+ *   - no checksum is left to fill but UDP's own, which the receiver
+ *     marks verified: an inner one (a tunnel's) would arrive unfilled.
+ * RCU held (the hook).
+ */
+static bool vmcf_udp_direct(struct vmcf_peer *p, struct sk_buff *skb,
+			    const struct nf_hook_state *state)
+{
+	u8 buf[VMC_DGRAM_HDR_MAX], ha[MAX_ADDR_LEN];
+	struct dst_entry *dst = skb_dst(skb);
+	struct net_device *dev = state->out;
+	enum ip_conntrack_info ctinfo;
+	const struct nf_conn *ct;
+	struct neighbour *n;
+	struct vmc_dgram d;
+	bool valid = false;
+	const u8 *hdr;
+	unsigned int i;
+
+	hdr = skb_header_pointer(skb, 0, min_t(u32, skb->len,
+					       VMC_DGRAM_HDR_MAX), buf);
+	if (!hdr || vmc_dgram_check(hdr, skb->len, &d))
+		return false;
+	if (!dst || !dev || (dev->flags & IFF_LOOPBACK) ||
+	    dev->addr_len != ETH_ALEN)
+		return false;
+#ifdef CONFIG_XFRM
+	if (dst->xfrm)
+		return false;
+#endif
+	if (skb->ip_summed == CHECKSUM_PARTIAL &&
+	    (skb_checksum_start_offset(skb) != d.hlen ||
+	     skb->csum_offset != offsetof(struct udphdr, check)))
+		return false;
+	ct = nf_ct_get(skb, &ctinfo);
+	if (ct && !nf_ct_is_confirmed(ct))
+		return false;
+	rcu_read_lock_bh();
+	if (d.family == VMC_AF_INET) {
+		if (skb_rtable(skb)->rt_uses_gateway) {
+			rcu_read_unlock_bh();
+			return false;
+		}
+		n = __ipv4_neigh_lookup_noref(dev, *(const u32 *)d.daddr);
+	} else {
+		if (((struct rt6_info *)dst)->rt6i_flags & RTF_GATEWAY) {
+			rcu_read_unlock_bh();
+			return false;
+		}
+		n = __ipv6_neigh_lookup_noref(dev, d.daddr);
+	}
+	if (n && (READ_ONCE(n->nud_state) & NUD_VALID)) {
+		neigh_ha_snapshot(ha, n, dev);
+		valid = true;
+	}
+	rcu_read_unlock_bh();
+	if (!valid)
+		return false;	/* this one resolves it, the next may go */
+	valid = false;
+	spin_lock_bh(&p->conn_lock);
+	for (i = 0; i < p->entry.nr_macs; i++)
+		valid |= !memcmp(ha, p->entry.macs[i], ETH_ALEN);
+	spin_unlock_bh(&p->conn_lock);
+	return valid;
+}
+
 static unsigned int vmcf_udp_out(void *priv, struct sk_buff *skb,
 				 const struct nf_hook_state *state)
 {
@@ -3647,7 +3770,9 @@ static unsigned int vmcf_udp_out(void *priv, struct sk_buff *skb,
 	__skb_queue_head_init(&done);
 	rcu_read_lock();
 	p = vmcf_peer_by_addr(&t);
-	if (p && vmcf_pair_ready(p)) {
+	if (p && vmcf_pair_ready(p) && !vmcf_udp_direct(p, skb, state)) {
+		err = -EXDEV;	/* not straight to the peer: the network's */
+	} else if (p && vmcf_pair_ready(p)) {
 		spin_lock_bh(&p->dg_lock);
 		if (!p->dg_on) {
 			err = -ENOTCONN;
@@ -3699,6 +3824,7 @@ static unsigned int vmcf_udp_out(void *priv, struct sk_buff *skb,
 		kfree_skb(skb);
 		return NF_STOLEN;
 	case -EMSGSIZE:
+	case -EXDEV:
 		atomic_long_inc(&vmcf_udp_to_net);
 		return NF_ACCEPT;
 	default:
@@ -3827,9 +3953,15 @@ static bool vmcf_udp_in(struct vmcf_peer *p, bool *moved)
 		spin_lock_bh(&p->conn_lock);
 		owned = vmcf_entry_has(&p->entry, d.family, d.saddr);
 		spin_unlock_bh(&p->conn_lock);
-		bad = "datagram from an address the peer does not own";
-		if (!owned)
-			goto broken_skb;
+		/*
+		 * Dropped, not fatal: an honest peer's new address (an IPv6
+		 * temporary one) can be in use before Dom0 lists it for it.
+		 */
+		if (!owned) {
+			atomic_long_inc(&vmcf_udp_rx_source);
+			kfree_skb(skb);
+			continue;
+		}
 		rcu_read_lock();
 		if (d.family == VMC_AF_INET) {
 			memcpy(&a4, d.daddr, 4);
@@ -3839,7 +3971,12 @@ static bool vmcf_udp_in(struct vmcf_peer *p, bool *moved)
 					    (const struct in6_addr *)d.daddr,
 					    NULL);
 		}
-		if (!dev) {
+		/*
+		 * We never claim an address of a loopback device (a service
+		 * address on lo), so a well-behaved peer never writes one:
+		 * dropped as not ours, as one we no longer hold.
+		 */
+		if (!dev || (dev->flags & IFF_LOOPBACK)) {
 			rcu_read_unlock();
 			atomic_long_inc(&vmcf_udp_rx_unknown);
 			kfree_skb(skb);
@@ -4580,18 +4717,6 @@ static void vmcf_reap(struct work_struct *work)
 
 /* ---- our own addresses: the claim Dom0 arbitrates ---- */
 
-static bool vmcf_addr_usable(const struct vmc_addr *a)
-{
-	if (a->family == VMC_AF_INET)
-		return a->addr[0] != 127 && a->addr[0] < 224 &&
-		       !(a->addr[0] == 169 && a->addr[1] == 254) &&
-		       (a->addr[0] | a->addr[1] | a->addr[2] | a->addr[3]);
-	return a->addr[0] != 0xff &&
-	       !(a->addr[0] == 0xfe && (a->addr[1] & 0xc0) == 0x80) &&
-	       !ipv6_addr_any((const struct in6_addr *)a->addr) &&
-	       !ipv6_addr_loopback((const struct in6_addr *)a->addr);
-}
-
 static unsigned int vmcf_collect_addrs(struct vmc_addr *out)
 {
 	struct net_device *dev;
@@ -4615,7 +4740,7 @@ static unsigned int vmcf_collect_addrs(struct vmc_addr *out)
 				memset(&out[n], 0, sizeof(out[n]));
 				out[n].family = VMC_AF_INET;
 				memcpy(out[n].addr, &ifa->ifa_local, 4);
-				if (vmcf_addr_usable(&out[n]))
+				if (vmc_addr_unicast(out[n].family, out[n].addr))
 					n++;
 			}
 		}
@@ -4631,7 +4756,7 @@ static unsigned int vmcf_collect_addrs(struct vmc_addr *out)
 				continue;
 			out[n].family = VMC_AF_INET6;
 			memcpy(out[n].addr, &ifp->addr, 16);
-			if (vmcf_addr_usable(&out[n]))
+			if (vmc_addr_unicast(out[n].family, out[n].addr))
 				n++;
 		}
 		read_unlock_bh(&in6->lock);
@@ -4837,6 +4962,8 @@ static int vmcf_stats_show(struct seq_file *m, void *v)
 		   atomic_long_read(&vmcf_udp_rx_nomem));
 	seq_printf(m, "udp_dropped_not_ours %ld\n",
 		   atomic_long_read(&vmcf_udp_rx_unknown));
+	seq_printf(m, "udp_dropped_bad_source %ld\n",
+		   atomic_long_read(&vmcf_udp_rx_source));
 	seq_printf(m, "udp_bad_datagrams %ld\n", atomic_long_read(&vmcf_udp_bad));
 	seq_printf(m, "udp_sent_by_network %ld\n",
 		   atomic_long_read(&vmcf_udp_to_net));

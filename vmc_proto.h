@@ -559,6 +559,25 @@ struct vmc_addr {
 	u8 addr[16];
 };
 
+/*
+ * vmc_addr_unicast - may a DomU claim, and a datagram carry, this address
+ * (@family VMC_AF_*, @a network order)?  Not unspecified, loopback,
+ * multicast, IPv4 broadcast or link-local; for IPv6 nothing in ::/120
+ * (::, ::1 and the old IPv4-compatible range).  Dom0 lists no other
+ * address, so no well-behaved peer writes a datagram from or to one; a
+ * datagram to a loopback address would reach sockets the network cannot.
+ */
+static inline bool vmc_addr_unicast(u8 family, const u8 *a)
+{
+	static const u8 zero[15];
+
+	if (family == VMC_AF_INET)
+		return (a[0] | a[1] | a[2] | a[3]) && a[0] != 127 &&
+		       a[0] < 224 && !(a[0] == 169 && a[1] == 254);
+	return memcmp(a, zero, 15) && a[0] != 0xff &&
+	       !(a[0] == 0xfe && (a[1] & 0xc0) == 0x80);
+}
+
 static inline int vmc_xs_hexval(char c)
 {
 	if (c >= '0' && c <= '9')
@@ -796,8 +815,9 @@ static inline u16 vmc_be16(const u8 *p)
 
 /*
  * vmc_dgram_check - validate one datagram message of @len bytes, copied
- * out of the ring: the IP header must be exactly what our sender writes
- * and every length must agree with @len.  0 or -EPROTO.  It reads only the
+ * out of the ring: the IP header must be exactly what our sender writes,
+ * every length must agree with @len, and both addresses must be ones Dom0
+ * could list (vmc_addr_unicast()).  0 or -EPROTO.  It reads only the
  * headers, at most the first VMC_DGRAM_HDR_MAX bytes at @p (all of them
  * when @len is less): the kernel keeps just those contiguous.
  */
@@ -832,6 +852,9 @@ static inline int vmc_dgram_check(const u8 *p, u32 len, struct vmc_dgram *d)
 	}
 	if (vmc_be16(p + hlen + 4) != len - hlen)
 		return -EPROTO;			/* UDP length */
+	if (!vmc_addr_unicast(d->family, d->saddr) ||
+	    !vmc_addr_unicast(d->family, d->daddr))
+		return -EPROTO;			/* not what our sender sends */
 	d->sport = vmc_be16(p + hlen);
 	d->dport = vmc_be16(p + hlen + 2);
 	d->hlen = hlen;

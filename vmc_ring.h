@@ -189,7 +189,7 @@ static inline int vmc_ring_init(struct vmc_ring *r, struct vmc_ring_hdr *hdr,
 	r->peer = le32_to_cpu(smp_load_acquire(&hdr->prod));
 	used = vmc_ring_check(r->peer, r->pos, size);
 	if (used < 0) {
-		r->broken = true;
+		WRITE_ONCE(r->broken, true);
 		return used;
 	}
 	return 0;
@@ -224,7 +224,7 @@ static inline long vmc_ring_space(struct vmc_ring *r)
 	cons = le32_to_cpu(smp_load_acquire(&r->hdr->cons));
 	used = vmc_ring_check(r->pos, cons, r->size);
 	if (unlikely(used < 0)) {
-		r->broken = true;
+		WRITE_ONCE(r->broken, true);
 		return used;
 	}
 	r->peer = cons;
@@ -268,7 +268,10 @@ static inline long vmc_ring_avail_peek(const struct vmc_ring *r)
  * available re-checked.  poll() with SO_RCVLOWAT asks for more than one:
  * an event on the next byte would come too early, and none would follow
  * (prod_event is already behind prod).  The smp_mb() pairs with the one
- * in vmc_ring_produce().
+ * in vmc_ring_produce().  Its caller serialises it with the consumer's
+ * vmc_ring_cons_wait() and vmc_ring_cons_drained() (one lock): a request
+ * computed from an older position and stored after a sleeper's would lie
+ * behind cons, never come due, and lose that sleeper's event.
  */
 static inline long vmc_ring_cons_ask(struct vmc_ring *r, u32 want)
 {
@@ -303,7 +306,7 @@ static inline bool vmc_ring_produce(struct vmc_ring *r, u32 n)
 {
 	u32 old = r->pos;
 
-	r->pos += n;
+	WRITE_ONCE(r->pos, r->pos + n);	/* poll() peeks at it */
 	/* Pairs with the acquire of prod in vmc_ring_avail(). */
 	smp_store_release(&r->hdr->prod, cpu_to_le32(r->pos));
 	/*
@@ -343,7 +346,8 @@ static inline long vmc_ring_prod_wait(struct vmc_ring *r, u32 want)
  * vmc_ring_prod_ask - like vmc_ring_prod_wait(), for poll(): asks for an
  * event when @want bytes are free without touching private state, and
  * returns the space re-checked (vmc_ring_space_peek()).  The smp_mb()
- * pairs with the one in vmc_ring_consume().
+ * pairs with the one in vmc_ring_consume().  Serialised by its caller with
+ * the producer's vmc_ring_prod_wait(), as vmc_ring_cons_ask() is.
  */
 static inline long vmc_ring_prod_ask(struct vmc_ring *r, u32 want)
 {
@@ -387,7 +391,7 @@ static inline long vmc_ring_avail(struct vmc_ring *r)
 	prod = le32_to_cpu(smp_load_acquire(&r->hdr->prod));
 	used = vmc_ring_check(prod, r->pos, r->size);
 	if (unlikely(used < 0)) {
-		r->broken = true;
+		WRITE_ONCE(r->broken, true);
 		return used;
 	}
 	r->peer = prod;
@@ -406,7 +410,7 @@ static inline bool vmc_ring_consume(struct vmc_ring *r, u32 n)
 {
 	u32 old = r->pos;
 
-	r->pos += n;
+	WRITE_ONCE(r->pos, r->pos + n);	/* poll() peeks at it */
 	/* Pairs with the acquire of cons in vmc_ring_space(). */
 	smp_store_release(&r->hdr->cons, cpu_to_le32(r->pos));
 	/* Pairs with smp_mb() in vmc_ring_prod_wait(). */
@@ -440,8 +444,7 @@ static inline long vmc_ring_cons_wait(struct vmc_ring *r)
  * commit gets no edge of its own, the next one does.  Callable without the
  * consumer's lock.  Racing with another poll and a drain can leave events
  * on every commit, or none beyond the next byte, until the next poll and
- * drain; it cannot lose a sleeper's wake-up (prod_event is only ever set
- * by the consumer, at or before what a sleeper asked).
+ * drain; it cannot lose a sleeper's wake-up (it leaves prod_event alone).
  */
 static inline void vmc_ring_cons_every(struct vmc_ring *r)
 {
@@ -648,7 +651,7 @@ static inline long vmc_ring_msg_peek(struct vmc_ring *r, u32 max)
 		goto bad;
 	return len;
 bad:
-	r->broken = true;
+	WRITE_ONCE(r->broken, true);
 	return -EPROTO;
 }
 

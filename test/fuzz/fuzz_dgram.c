@@ -27,6 +27,29 @@ static unsigned int m_u16(const uint8_t *b, size_t at)
 	return (unsigned int)b[at] * 256u + b[at + 1];
 }
 
+/*
+ * Model of an address a peer may use, written from the address plans:
+ * IPv4 not 0.0.0.0, 127/8, 224/4 and up (multicast, reserved, broadcast),
+ * 169.254/16; IPv6 not ::/120, ff00::/8, fe80::/10.
+ */
+static int m_unicast(int family, const uint8_t *a)
+{
+	uint32_t v4;
+	int i;
+
+	if (family == 4) {
+		v4 = (uint32_t)a[0] << 24 | (uint32_t)a[1] << 16 |
+		     (uint32_t)a[2] << 8 | a[3];
+		return v4 != 0 && v4 >> 24 != 127 && v4 < 0xe0000000u &&
+		       v4 >> 16 != 0xa9fe;
+	}
+	for (i = 0; i < 15 && !a[i]; i++)
+		;
+	if (i == 15)
+		return 0;
+	return a[0] != 0xff && !(a[0] == 0xfe && a[1] >= 0x80 && a[1] < 0xc0);
+}
+
 /* Model: 1 and the fields when the packet must be accepted, else 0. */
 static int model(const uint8_t *b, size_t n, struct vmc_dgram *d)
 {
@@ -63,6 +86,8 @@ static int model(const uint8_t *b, size_t n, struct vmc_dgram *d)
 	}
 	udp_len = m_u16(b, ip_len + 4);
 	if (udp_len != n - ip_len)
+		return 0;
+	if (!m_unicast(d->family, d->saddr) || !m_unicast(d->family, d->daddr))
 		return 0;
 	d->sport = m_u16(b, ip_len);
 	d->dport = m_u16(b, ip_len + 2);

@@ -382,7 +382,9 @@ static void dgram(const char *name, int v6, u32 payload, int frag)
 		buf[4] = (u8)((len - 40) >> 8);
 		buf[5] = (u8)(len - 40);
 		buf[6] = 17;
+		buf[8] = 0xfd;		/* fd00::1 -> fd00::2 */
 		buf[23] = 1;
+		buf[24] = 0xfd;
 		buf[39] = 2;
 	} else {
 		buf[0] = 0x45;
@@ -390,8 +392,10 @@ static void dgram(const char *name, int v6, u32 payload, int frag)
 		buf[3] = (u8)len;
 		buf[6] = frag ? 0x20 : 0;
 		buf[9] = 17;
-		buf[12] = 10;
+		buf[12] = 10;		/* 10.0.0.1 -> 10.0.0.2 */
+		buf[15] = 1;
 		buf[16] = 10;
+		buf[19] = 2;
 	}
 	buf[h] = 0x1f;
 	buf[h + 2] = 0x1f;

@@ -851,7 +851,9 @@ static u32 dgram(u8 *b, int v6, u32 payload)
 		b[4] = (len - 40) >> 8;
 		b[5] = (u8)(len - 40);
 		b[6] = 17;
-		b[8] = 0xfd;
+		b[8] = 0xfd;		/* fd00::1 -> fd00::12 */
+		b[23] = 1;
+		b[24] = 0xfd;
 		b[39] = 0x12;
 	} else {
 		b[0] = 0x45;
@@ -859,7 +861,9 @@ static u32 dgram(u8 *b, int v6, u32 payload)
 		b[3] = (u8)len;
 		b[6] = 0x40;		/* DF: allowed */
 		b[9] = 17;
-		b[12] = 10;
+		b[12] = 10;		/* 10.0.0.1 -> 10.0.0.12 */
+		b[15] = 1;
+		b[16] = 10;
 		b[19] = 12;
 	}
 	b[h] = 0x30;		/* sport 0x3039 = 12345 */
@@ -868,6 +872,55 @@ static u32 dgram(u8 *b, int v6, u32 payload)
 	b[h + 4] = (len - h) >> 8;
 	b[h + 5] = (u8)(len - h);
 	return len;
+}
+
+/*
+ * Addresses no peer may send from or to: a hostile peer's datagram to
+ * 127.0.0.1 or ::1 would reach sockets bound to loopback only.
+ */
+static void test_dgram_addrs(void)
+{
+	static const u8 bad4[][4] = {
+		{ 127, 0, 0, 1 }, { 0, 0, 0, 0 }, { 224, 0, 0, 1 },
+		{ 255, 255, 255, 255 }, { 169, 254, 1, 1 },
+	};
+	static const u8 bad6[][16] = {
+		{ [15] = 1 },				/* ::1 */
+		{ 0 },					/* :: */
+		{ [15] = 0x12 },			/* ::0.0.0.18 */
+		{ 0xff, 0x02, [15] = 1 },		/* ff02::1 */
+		{ 0xfe, 0x80, [15] = 1 },		/* fe80::1 */
+	};
+	static u8 b[128];
+	struct vmc_dgram d;
+	unsigned int i, to;
+	u32 len;
+
+	for (i = 0; i < sizeof(bad4) / sizeof(bad4[0]); i++) {
+		for (to = 0; to < 2; to++) {
+			len = dgram(b, 0, 10);
+			memcpy(b + (to ? 16 : 12), bad4[i], 4);
+			CHECK_EQ(vmc_dgram_check(b, len, &d), -EPROTO);
+		}
+	}
+	for (i = 0; i < sizeof(bad6) / sizeof(bad6[0]); i++) {
+		for (to = 0; to < 2; to++) {
+			len = dgram(b, 1, 10);
+			memcpy(b + (to ? 24 : 8), bad6[i], 16);
+			CHECK_EQ(vmc_dgram_check(b, len, &d), -EPROTO);
+		}
+	}
+	/* The edges that stay allowed: 126.255.255.255, 223.x, fec0::, ::100. */
+	len = dgram(b, 0, 10);
+	memcpy(b + 16, (const u8[]){ 126, 255, 255, 255 }, 4);
+	CHECK_EQ(vmc_dgram_check(b, len, &d), 0);
+	memcpy(b + 16, (const u8[]){ 223, 1, 2, 3 }, 4);
+	CHECK_EQ(vmc_dgram_check(b, len, &d), 0);
+	len = dgram(b, 1, 10);
+	memcpy(b + 24, (const u8[16]){ 0xfe, 0xc0, [15] = 1 }, 16);
+	CHECK_EQ(vmc_dgram_check(b, len, &d), 0);
+	memcpy(b + 24, (const u8[16]){ [14] = 1 }, 16);
+	CHECK_EQ(vmc_dgram_check(b, len, &d), 0);
 }
 
 static void test_dgram(void)
@@ -912,6 +965,7 @@ static void test_dgram(void)
 	len = dgram(b, 1, 10);
 	b[0] = 0x50;						/* version 5 */
 	CHECK_EQ(vmc_dgram_check(b, len, &d), -EPROTO);
+	test_dgram_addrs();
 }
 
 /*
