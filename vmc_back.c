@@ -460,6 +460,21 @@ static void vmcb_withhold(struct vmcb_dom *d)
 }
 
 /*
+ * The peer a chan/<P> node names: P in canonical decimal only.  kstrtouint()
+ * also takes "05" and "+5": aliases of one peer, each of which would cost a
+ * relay write into that peer's tree on every event of the writer.
+ */
+static bool vmcb_chan_peer(const char *name, unsigned int *peer)
+{
+	char canon[12];
+
+	if (kstrtouint(name, 10, peer))
+		return false;
+	snprintf(canon, sizeof(canon), "%u", *peer);
+	return !strcmp(canon, name);
+}
+
+/*
  * Relay @d's channel offers (data/xenvmc/chan/<P>) to each named peer P,
  * when both are ON; remove relays whose offer is gone.  A malformed offer
  * is dropped and counted.  @event: the node whose watch event this is
@@ -499,13 +514,13 @@ static void vmcb_relay_chans(struct vmcb_dom *d, const char *event)
 		p = vmcb_find(r->peer);
 		keep = p && (p->body[0] || r->withheld);
 		for (i = 0; keep && i < n; i++)
-			if (!kstrtouint(names[i], 10, &peer) && peer == r->peer)
+			if (vmcb_chan_peer(names[i], &peer) && peer == r->peer)
 				break;
 		if (!keep || i == n)
 			vmcb_drop_relay(d, r, r->val[0]);
 	}
 	for (i = 0; i < n; i++) {
-		if (kstrtouint(names[i], 10, &peer) || peer == d->domid)
+		if (!vmcb_chan_peer(names[i], &peer) || peer == d->domid)
 			goto bad;
 		r = vmcb_relay_find(d, peer);
 		if (r && r->withheld) {
@@ -649,6 +664,20 @@ static void vmcb_restart(struct vmcb_dom *d)
 	d->body[0] = '\0';	/* the publish sees a change: gen++ */
 }
 
+/*
+ * A DomU writes its own data/xenvmc nodes at any rate, and each write
+ * queues a watch event in Dom0's kernel (the XSA-349 problem): at most
+ * max_domains + 16 wait per DomU (one offer per peer, and its claim),
+ * the rest are not queued.  Nothing is lost by it: every event re-reads
+ * all of the DomU's nodes; only a withheld offer waits for an event of its
+ * own node, and a DomU flooding its own nodes delays only its own.
+ */
+static bool vmcb_dom_will_handle(struct xenbus_watch *watch, const char *path,
+				 const char *token)
+{
+	return READ_ONCE(watch->nr_pending) < max_domains + 16;
+}
+
 /* Watch on one DomU's data/xenvmc subtree. */
 static void vmcb_dom_changed(struct xenbus_watch *watch, const char *path,
 			     const char *token)
@@ -712,6 +741,7 @@ static void vmcb_dom_add(unsigned int domid)
 	snprintf(d->path, sizeof(d->path), "/local/domain/%u/data/xenvmc",
 		 domid);
 	d->watch.node = kstrdup(d->path, GFP_KERNEL);
+	d->watch.will_handle = vmcb_dom_will_handle;
 	d->watch.callback = vmcb_dom_changed;
 	d->seen = true;
 	list_add_tail(&d->list, &vmcb_doms);

@@ -1063,6 +1063,56 @@ static bool vmcf_entry_has(const struct vmc_peer_entry *e, u8 family,
 	return false;
 }
 
+/*
+ * Does the network deliver to @daddr straight at @p's host?  No gateway,
+ * tunnel or IPsec on the route @dst, and the next hop's link-layer address
+ * one of @p's vifs, which Dom0 reads from its own backends.  A DomU's
+ * address claim is only its word: a claim of the gateway's address, or of
+ * an outside host's, must not draw other DomUs' traffic (UDP) or their
+ * connections' offers (TCP) to it.  RCU held.
+ */
+static bool vmcf_route_direct(struct vmcf_peer *p, struct dst_entry *dst,
+			      u8 family, const u8 *daddr)
+{
+	struct net_device *dev = dst ? dst->dev : NULL;
+	u8 ha[MAX_ADDR_LEN];
+	struct neighbour *n;
+	bool valid = false;
+	unsigned int i;
+
+	if (!dev || (dev->flags & IFF_LOOPBACK) || dev->addr_len != ETH_ALEN)
+		return false;
+#ifdef CONFIG_XFRM
+	if (dst->xfrm)
+		return false;
+#endif
+	rcu_read_lock_bh();
+	if (family == VMC_AF_INET) {
+		if (!((struct rtable *)dst)->rt_uses_gateway)
+			n = __ipv4_neigh_lookup_noref(dev, *(const u32 *)daddr);
+		else
+			n = NULL;
+	} else {
+		if (!(((struct rt6_info *)dst)->rt6i_flags & RTF_GATEWAY))
+			n = __ipv6_neigh_lookup_noref(dev, daddr);
+		else
+			n = NULL;
+	}
+	if (n && (READ_ONCE(n->nud_state) & NUD_VALID)) {
+		neigh_ha_snapshot(ha, n, dev);
+		valid = true;
+	}
+	rcu_read_unlock_bh();
+	if (!valid)
+		return false;	/* unresolved: this packet resolves it */
+	valid = false;
+	spin_lock_bh(&p->conn_lock);
+	for (i = 0; i < p->entry.nr_macs; i++)
+		valid |= !memcmp(ha, p->entry.macs[i], ETH_ALEN);
+	spin_unlock_bh(&p->conn_lock);
+	return valid;
+}
+
 /* The peer Dom0 lists as owner of @t's remote address; RCU held. */
 static struct vmcf_peer *vmcf_peer_by_addr(const struct vmc_tuple *t)
 {
@@ -1261,11 +1311,19 @@ static void vmcf_conn_set_state(struct vmcf_conn *c, enum vmcf_conn_state st)
 static void vmcf_untake(struct vmcf_conn *c, bool free_slot)
 {
 	struct sock *sk = c->sk;
-	struct socket *sock = sk->sk_socket;
-	int fam = vmcf_fam(sk);
+	struct socket *sock;
 	struct vmcf_peer *p;
 	bool put = false;
+	int fam;
 
+	/*
+	 * Already detached: a listener closed before accept() destroys its
+	 * children (inet_csk_listen_stop()) even while we hold one's lock.
+	 */
+	if (!sk)
+		return;
+	sock = sk->sk_socket;
+	fam = vmcf_fam(sk);
 	WRITE_ONCE(sk->sk_prot, c->orig_prot);
 	if (sock && READ_ONCE(sock->ops) == &vmcf_ops[fam])
 		WRITE_ONCE(sock->ops, vmcf_base_ops[fam]);
@@ -1666,6 +1724,9 @@ static void vmcf_state_probe(void *data, const struct sock *csk,
 	rcu_read_lock();
 	c = NULL;
 	p = vmcf_peer_by_addr(&t);
+	/* Its address may be claimed; its host is what the route reaches. */
+	if (p && !vmcf_route_direct(p, __sk_dst_get(sk), t.family, t.raddr))
+		p = NULL;
 	if (!p) {
 		/* Not a co-resident peer: not ours (counted, not listed). */
 		atomic_long_inc(&vmcf_tcp_not_peer);
@@ -3264,7 +3325,15 @@ static void vmcf_revert_all(const char *why, unsigned long drain_wait,
 				break;
 			case VMCF_C_RING:
 				vmcf_revert_start(c, why);
-				busy |= c->state == VMCF_C_REVERTING;
+				/*
+				 * One peer's channel: new connections of that
+				 * peer can still reach RING meanwhile (nothing
+				 * refuses its offers yet), so the deadline ends
+				 * the wait for them too; the teardown that
+				 * follows takes them back to TCP.
+				 */
+				busy |= c->state == VMCF_C_REVERTING &&
+					(!only || !late);
 				break;
 			case VMCF_C_OFFERED:
 				if (only) {
@@ -3665,11 +3734,7 @@ static void vmcf_dg_free(struct sk_buff_head *done)
  *   - its headers pass the receiver's check (vmc_dgram_check()): one that
  *     does not (a forwarded fragment, a raw socket's lengths) would break
  *     the pair's channel there;
- *   - it goes straight to @p's host: no gateway, tunnel or IPsec on its
- *     route, and its next hop's link-layer address is one of @p's vifs,
- *     which Dom0 reads from its own backends.  A DomU's address claim is
- *     only its word: a claim of the gateway's address, or of an outside
- *     host's, must not draw other DomUs' datagrams to it;
+ *   - it goes straight to @p's host (vmcf_route_direct());
  *   - its connection-tracking entry, if any, is confirmed: nf_confirm()
  *     runs at our priority, after us, so a new entry stolen here would
  *     never be confirmed and the replies would be NEW to the firewall
@@ -3678,31 +3743,18 @@ static void vmcf_dg_free(struct sk_buff_head *done)
  *     marks verified: an inner one (a tunnel's) would arrive unfilled.
  * RCU held (the hook).
  */
-static bool vmcf_udp_direct(struct vmcf_peer *p, struct sk_buff *skb,
-			    const struct nf_hook_state *state)
+static bool vmcf_udp_direct(struct vmcf_peer *p, struct sk_buff *skb)
 {
-	u8 buf[VMC_DGRAM_HDR_MAX], ha[MAX_ADDR_LEN];
-	struct dst_entry *dst = skb_dst(skb);
-	struct net_device *dev = state->out;
 	enum ip_conntrack_info ctinfo;
+	u8 buf[VMC_DGRAM_HDR_MAX];
 	const struct nf_conn *ct;
-	struct neighbour *n;
 	struct vmc_dgram d;
-	bool valid = false;
 	const u8 *hdr;
-	unsigned int i;
 
 	hdr = skb_header_pointer(skb, 0, min_t(u32, skb->len,
 					       VMC_DGRAM_HDR_MAX), buf);
 	if (!hdr || vmc_dgram_check(hdr, skb->len, &d))
 		return false;
-	if (!dst || !dev || (dev->flags & IFF_LOOPBACK) ||
-	    dev->addr_len != ETH_ALEN)
-		return false;
-#ifdef CONFIG_XFRM
-	if (dst->xfrm)
-		return false;
-#endif
 	if (skb->ip_summed == CHECKSUM_PARTIAL &&
 	    (skb_checksum_start_offset(skb) != d.hlen ||
 	     skb->csum_offset != offsetof(struct udphdr, check)))
@@ -3710,33 +3762,7 @@ static bool vmcf_udp_direct(struct vmcf_peer *p, struct sk_buff *skb,
 	ct = nf_ct_get(skb, &ctinfo);
 	if (ct && !nf_ct_is_confirmed(ct))
 		return false;
-	rcu_read_lock_bh();
-	if (d.family == VMC_AF_INET) {
-		if (skb_rtable(skb)->rt_uses_gateway) {
-			rcu_read_unlock_bh();
-			return false;
-		}
-		n = __ipv4_neigh_lookup_noref(dev, *(const u32 *)d.daddr);
-	} else {
-		if (((struct rt6_info *)dst)->rt6i_flags & RTF_GATEWAY) {
-			rcu_read_unlock_bh();
-			return false;
-		}
-		n = __ipv6_neigh_lookup_noref(dev, d.daddr);
-	}
-	if (n && (READ_ONCE(n->nud_state) & NUD_VALID)) {
-		neigh_ha_snapshot(ha, n, dev);
-		valid = true;
-	}
-	rcu_read_unlock_bh();
-	if (!valid)
-		return false;	/* this one resolves it, the next may go */
-	valid = false;
-	spin_lock_bh(&p->conn_lock);
-	for (i = 0; i < p->entry.nr_macs; i++)
-		valid |= !memcmp(ha, p->entry.macs[i], ETH_ALEN);
-	spin_unlock_bh(&p->conn_lock);
-	return valid;
+	return vmcf_route_direct(p, skb_dst(skb), d.family, d.daddr);
 }
 
 static unsigned int vmcf_udp_out(void *priv, struct sk_buff *skb,
@@ -3770,7 +3796,7 @@ static unsigned int vmcf_udp_out(void *priv, struct sk_buff *skb,
 	__skb_queue_head_init(&done);
 	rcu_read_lock();
 	p = vmcf_peer_by_addr(&t);
-	if (p && vmcf_pair_ready(p) && !vmcf_udp_direct(p, skb, state)) {
+	if (p && vmcf_pair_ready(p) && !vmcf_udp_direct(p, skb)) {
 		err = -EXDEV;	/* not straight to the peer: the network's */
 	} else if (p && vmcf_pair_ready(p)) {
 		spin_lock_bh(&p->dg_lock);
@@ -4262,15 +4288,18 @@ static void vmcf_chan_close(struct vmcf_peer *p)
 	clear_bit(1, &p->eoi_pending);
 	cancel_delayed_work_sync(&p->tick);
 	vmcf_conns_down(p);		/* no socket touches the pools after */
-	vmcf_rpool_unmap(p);
-	if (p->pool || p->pool_grefs)
-		vmcf_pool_destroy(p);
 	spin_lock_bh(&p->tx_lock);
 	vmcf_backlog_free(p);
 	p->tx_dead = true;	/* the out page goes below */
 	spin_unlock_bh(&p->tx_lock);
-	/* A send or revert may have armed it again meanwhile: not any more. */
+	/*
+	 * A send or revert of vmcf_conns_down() may have armed it again, and
+	 * it walks p->conns: stopped for good (tx_dead) before the pools go.
+	 */
 	cancel_delayed_work_sync(&p->tick);
+	vmcf_rpool_unmap(p);
+	if (p->pool || p->pool_grefs)
+		vmcf_pool_destroy(p);
 	vmcf_pending_free(p);
 	if (p->irq >= 0) {
 		unbind_from_irqhandler(p->irq, p);	/* closes the port */

@@ -99,8 +99,12 @@ static int child(const char *p, const char *of)
 	return !strncmp(p, of, n) && (p[n] == 0 || p[n] == '/');
 }
 
+/* As xs_watch_msg(): will_handle() may refuse an event before it queues. */
 static void queue(struct xenbus_watch *w, const char *path)
 {
+	if (w->will_handle && !w->will_handle(w, path, ""))
+		return;
+	w->nr_pending++;
 	assert(evt < MAXEV);
 	evq[evt].w = w;
 	evq[evt++].path = strdup(path);
@@ -341,8 +345,10 @@ static int dom0_step(void)
 	if (evh == evt)
 		return 0;
 	e = evq[evh++];
-	if (e.w)
+	if (e.w) {
+		e.w->nr_pending--;
 		e.w->callback(e.w, e.path, "");
+	}
 	free(e.path);
 	return 1;
 }
@@ -668,6 +674,56 @@ static void t_bad_inc(void)
 	CHECK(streq(tbl_inc(2), Y0), "table for " Y0);
 }
 
+/*
+ * "01" and "+1" name peer 1 too (kstrtouint() takes them): refused and
+ * counted, never relayed, so one write cannot cost one relay per alias.
+ */
+static void t_chan_alias(void)
+{
+	unsigned long b = stat_of("bad_channel_offers");
+	const char *before = tbl_chan(1, 2);
+	char keep[32];
+
+	snprintf(keep, sizeof(keep), "%s", before ? before : "");
+	sim_write("/local/domain/2/data/xenvmc/chan/01", "99 9");
+	sim_write("/local/domain/2/data/xenvmc/chan/+1", "98 8");
+	run_dom0();
+	CHECK(stat_of("bad_channel_offers") >= b + 2, "counted (%lu -> %lu)", b,
+	      stat_of("bad_channel_offers"));
+	CHECK(streq(tbl_chan(1, 2), keep), "1 still holds 2's offer %s (%s)",
+	      keep, tbl_chan(1, 2));
+	sim_rm("/local/domain/2/data/xenvmc/chan/01");
+	sim_rm("/local/domain/2/data/xenvmc/chan/+1");
+	run_dom0();
+	CHECK(streq(tbl_chan(1, 2), keep), "and after the aliases went (%s)",
+	      tbl_chan(1, 2));
+}
+
+/*
+ * A DomU that writes its own nodes in a loop: Dom0's kernel queues an
+ * event per write (XSA-349), so vmc_back bounds them per DomU; the last
+ * write still wins, since every event re-reads the nodes.
+ */
+static void t_flood(void)
+{
+	int i, queued = 0;
+
+	for (i = 0; i < 20000; i++)
+		sim_write("/local/domain/3/data/xenvmc/addrs",
+			  i % 2 ? "0a000003 0a000033" : "0a000003");
+	for (i = evh; i < evt; i++)
+		queued += evq[i].w && strstr(evq[i].w->node, "/3/");
+	CHECK(queued > 0 && queued <= (int)max_domains + 16,
+	      "%d events queued for 3 (max_domains %u)", queued, max_domains);
+	run_dom0();
+	CHECK(tbl_gen(1, 3) > 0 &&
+	      strstr(sim_get("/local/domain/1/xenvmc/peers/3"), "0a000033"),
+	      "3 listed with its last claim (%s)",
+	      sim_get("/local/domain/1/xenvmc/peers/3"));
+	sim_write("/local/domain/3/data/xenvmc/addrs", "0a000003");
+	run_dom0();
+}
+
 /* A module load starts with zeroed statics. */
 static void back_reload(void)
 {
@@ -936,6 +992,8 @@ int main(void)
 	run("squatter", t_squatter);
 	run("old_front", t_old_front);
 	run("bad_inc", t_bad_inc);
+	run("chan_alias", t_chan_alias);
+	run("flood", t_flood);
 	run("back_reload", t_back_reload);
 	run("double_reload_destroy", t_double_reload_destroy);
 	run("random", t_random_runs);

@@ -134,6 +134,8 @@ struct xenbus_transaction { u32 id; };
 struct xenbus_watch {
 	struct list_head list;
 	const char *node;
+	unsigned int nr_pending;	/* events queued, not yet delivered */
+	bool (*will_handle)(struct xenbus_watch *, const char *path, const char *token);
 	void (*callback)(struct xenbus_watch *, const char *path, const char *token);
 };
 void *xenbus_read(struct xenbus_transaction t, const char *dir, const char *node, unsigned int *len);
