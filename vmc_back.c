@@ -754,6 +754,29 @@ static void vmcb_dom_add(unsigned int domid)
 		d->watching = true;
 }
 
+/*
+ * Is /local/domain/<domid> a domain's, or only what our writes left?  A
+ * write into the table of a domain the toolstack has just removed (an
+ * event handled late) makes XenStore create its directory again, holding
+ * nothing but xenvmc/: that domain is gone all the same.
+ */
+static bool vmcb_is_domain(unsigned int domid)
+{
+	unsigned int i, n = 0;
+	bool dom = false;
+	char dir[24];
+	char **names;
+
+	snprintf(dir, sizeof(dir), "/local/domain/%u", domid);
+	names = xenbus_directory(XBT_NIL, dir, "", &n);
+	if (IS_ERR(names))
+		return PTR_ERR(names) != -ENOENT;	/* unsure: keep it */
+	for (i = 0; i < n && !dom; i++)
+		dom = strcmp(names[i], "xenvmc");
+	kfree(names);
+	return dom;
+}
+
 /* Domains came or went: diff /local/domain against the table. */
 static void vmcb_rescan(struct xenbus_watch *watch, const char *path,
 			const char *token)
@@ -761,6 +784,7 @@ static void vmcb_rescan(struct xenbus_watch *watch, const char *path,
 	struct vmcb_dom *d, *tmp;
 	unsigned int i, n = 0, domid;
 	bool gone = false;
+	char name[12];
 	char **dir;
 
 	dir = xenbus_directory(XBT_NIL, "/local/domain", "", &n);
@@ -773,7 +797,7 @@ static void vmcb_rescan(struct xenbus_watch *watch, const char *path,
 		d->seen = false;
 	for (i = 0; i < n; i++) {
 		if (kstrtouint(dir[i], 10, &domid) || !domid ||
-		    domid >= DOMID_FIRST_RESERVED)
+		    domid >= DOMID_FIRST_RESERVED || !vmcb_is_domain(domid))
 			continue;
 		d = vmcb_find(domid);
 		if (d)
@@ -795,6 +819,9 @@ static void vmcb_rescan(struct xenbus_watch *watch, const char *path,
 			if (d->seen)
 				continue;
 			vmcb_drop_relays(d);
+			/* What our own late writes left (vmcb_is_domain()). */
+			snprintf(name, sizeof(name), "%u", d->domid);
+			vmcb_xs_rm("/local/domain", name);
 			list_del(&d->list);
 			vmcb_nr_doms--;
 			vmcb_dom_free(d);

@@ -781,6 +781,29 @@ static void t_double_reload_destroy(void)
 	CHECK(!left, "%d relays or withheld offers to 1 left", left);
 }
 
+/*
+ * An event of 2's queued before 1's destruction writes into 1's table:
+ * XenStore recreates /local/domain/1 for it.  The rescan must still see 1
+ * gone (a directory holding nothing but ours is no domain), or its entry,
+ * watch and max_domains slot would stay for good.
+ */
+static void t_destroy_recreated(void)
+{
+	front_load(3, newinc());
+	front_offer(3, 2, "31 3");
+	run_dom0();
+	CHECK(vmcb_find(3) && tbl_gen(2, 3) > 0, "3 listed");
+	front_offer(2, 3, "23 2");	/* its relay lands after 3 went */
+	domain_destroy(3);
+	run_dom0();
+	CHECK(!vmcb_find(3), "3 forgotten");
+	CHECK(tbl_gen(2, 3) == -1, "3 gone from 2's table");
+	CHECK(!sim_get("/local/domain/3"), "no /local/domain/3 left (%s)",
+	      sim_get("/local/domain/3/xenvmc/chan/2") ?: "-");
+	front_withdraw(2, 3);
+	run_dom0();
+}
+
 /* ---- random interleavings ----
  *
  * The frontends of 1..3 (3 without incarnations in odd runs) load (inc,
@@ -996,6 +1019,7 @@ int main(void)
 	run("flood", t_flood);
 	run("back_reload", t_back_reload);
 	run("double_reload_destroy", t_double_reload_destroy);
+	run("destroy_recreated", t_destroy_recreated);
 	run("random", t_random_runs);
 	printf("back_model: %d ok, %d FAIL\n", npass, nfail);
 	return nfail != 0;
