@@ -105,6 +105,7 @@
 #include <net/ip6_fib.h>
 #include <net/arp.h>
 #include <net/ndisc.h>
+#include <net/ip6_checksum.h>
 #include <net/if_inet6.h>
 #include <xen/xen.h>
 #include <xen/xenbus.h>
@@ -5217,6 +5218,7 @@ out_free:
  *   size     a control message whose length does not match its type
  *   storm    100000 events with nothing behind them
  *   deaf     never read the peer's control or datagram ring again
+ *   loopback a well-formed UDP datagram from our IPv6 address to [::1]
  *
  * and load with evil_gref=1 to announce pool grant refs we never granted.
  */
@@ -5254,13 +5256,44 @@ static void vmcf_evil_length(struct vmcf_peer *p)
 	spin_unlock_bh(&p->dg_lock);
 }
 
+/*
+ * A well-formed IPv6 datagram from our address @src to [::1]:7460, "EVIL":
+ * the receiver must refuse it (vmc_addr_unicast()), not deliver it to a
+ * socket bound to loopback, which the network cannot reach.
+ */
+static void vmcf_evil_loopback(struct vmcf_peer *p, const struct vmc_addr *src)
+{
+	u8 pkt[40 + 8 + 4] = { 0x60 };
+	struct udphdr *uh = (struct udphdr *)(pkt + 40);
+	bool notify = false;
+
+	pkt[5] = 12;			/* payload: UDP header + 4 bytes */
+	pkt[6] = IPPROTO_UDP;
+	pkt[7] = 64;
+	memcpy(pkt + 8, src->addr, 16);
+	pkt[39] = 1;			/* ::1 */
+	uh->source = htons(7460);
+	uh->dest = htons(7460);
+	uh->len = htons(12);
+	memcpy(pkt + 48, "EVIL", 4);
+	/* A valid checksum: UDP over IPv6 drops a zero one by itself. */
+	uh->check = csum_ipv6_magic((struct in6_addr *)(pkt + 8),
+				    (struct in6_addr *)(pkt + 24), 12,
+				    IPPROTO_UDP, csum_partial(uh, 12, 0));
+	spin_lock_bh(&p->dg_lock);
+	if (p->dg_on)
+		vmc_ring_msg_write(&p->dg_tx, pkt, sizeof(pkt), &notify);
+	spin_unlock_bh(&p->dg_lock);
+}
+
 static ssize_t vmcf_evil_write(struct file *file, const char __user *ubuf,
 			       size_t len, loff_t *off)
 {
+	struct vmc_addr addrs[VMC_MAX_ADDRS];
+	unsigned int domid, i, n, v6;
 	struct vmc_msg_ready m;
-	struct vmcf_peer *p;
-	unsigned int domid, i;
 	char buf[32], what[16];
+	struct vmcf_peer *p;
 	ssize_t ret = len;
 
 	if (len >= sizeof(buf) || copy_from_user(buf, ubuf, len))
@@ -5268,6 +5301,10 @@ static ssize_t vmcf_evil_write(struct file *file, const char __user *ubuf,
 	buf[len] = 0;
 	if (sscanf(buf, "%15s %u", what, &domid) != 2)
 		return -EINVAL;
+	/* Our own IPv6 address, for "loopback" (rtnl: not under vmcf_lock). */
+	n = vmcf_collect_addrs(addrs);
+	for (v6 = 0; v6 < n && addrs[v6].family != VMC_AF_INET6; v6++)
+		;
 	mutex_lock(&vmcf_lock);
 	list_for_each_entry(p, &vmcf_peers, list)
 		if (p->domid == domid && p->state == VMCF_UP)
@@ -5295,6 +5332,8 @@ found:
 		}
 	} else if (!strcmp(what, "deaf")) {
 		WRITE_ONCE(p->evil_deaf, true);
+	} else if (!strcmp(what, "loopback") && v6 < n) {
+		vmcf_evil_loopback(p, &addrs[v6]);
 	} else {
 		ret = -EINVAL;
 	}

@@ -23,6 +23,8 @@
 #            datagrams are dropped and counted), domu1's offer is never
 #            answered, and its connection must go on over TCP
 #   gref     domu3 announces pool grant refs it never granted
+#   loopback a well-formed datagram from domu3's own address to [::1]: refused
+#            (the channel closes), never delivered to domu1's loopback socket
 pass=0; fail=0
 ok()  { echo "PASS: $*"; pass=$((pass + 1)); }
 bad() { echo "FAIL: $*"; fail=$((fail + 1)); }
@@ -138,6 +140,38 @@ for a in length version size; do
 	broke $a "$b0"
 	bystander $a
 done
+
+# loopback: a well-formed datagram from domu3's own IPv6 address to [::1]:7460 must break the
+# channel, and never reach a socket bound to loopback in domu1 (the network cannot reach one). A
+# datagram domu1 sends itself afterwards shows the listener was there to receive it.
+check "loopback: channel domu1 <-> domu3 up (test build reloaded)" evil_load
+lab-exec -t 60 domu1 'cat > /tmp/lo6.py' <<'EOF'
+import socket, sys
+s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+if sys.argv[1] == "send":
+    s.sendto(b"CTRL", ("::1", 7460))
+    sys.exit(0)
+s.bind(("::1", 7460))
+s.settimeout(60)
+try:
+    while True:
+        print(s.recv(100), flush=True)
+except socket.timeout:
+    pass
+EOF
+x domu1 "rm -f /tmp/lo6.out; (python3 /tmp/lo6.py listen > /tmp/lo6.out 2>&1 &)"
+check "loopback: domu1 listens on [::1]:7460" wait_until 10 x domu1 "ss -uln | grep -q '\[::1\]:7460'"
+b0=$(stat_of domu1 broken_channels); u0=$(stat_of domu1 udp_bad_datagrams)
+evil loopback
+broke loopback "$b0"
+check "loopback: counted as a bad datagram ($u0 -> $(stat_of domu1 udp_bad_datagrams))" \
+	is '[ "$(stat_of domu1 udp_bad_datagrams)" -gt "$u0" ]'
+x domu1 "python3 /tmp/lo6.py send"
+check "loopback: the listener got domu1's own datagram" wait_until 10 x domu1 "grep -q CTRL /tmp/lo6.out"
+check "loopback: nothing of domu3's reached [::1]:7460 ($(x domu1 'tr "\n" " " < /tmp/lo6.out'))" \
+	x domu1 "! grep -q EVIL /tmp/lo6.out"
+x domu1 "pkill -f 'lo6.py listen'" || true
+bystander loopback
 
 # storm: events alone are no protocol error; domu1 stays useful to all
 check "storm: channel domu1 <-> domu3 up (test build reloaded)" evil_load
