@@ -1080,6 +1080,7 @@ static bool vmcf_route_direct(struct vmcf_peer *p, struct dst_entry *dst,
 	struct neighbour *n;
 	bool valid = false;
 	unsigned int i;
+	u32 key;
 
 	if (!dev || (dev->flags & IFF_LOOPBACK) || dev->addr_len != ETH_ALEN)
 		return false;
@@ -1089,8 +1090,9 @@ static bool vmcf_route_direct(struct vmcf_peer *p, struct dst_entry *dst,
 #endif
 	rcu_read_lock_bh();
 	if (family == VMC_AF_INET) {
+		memcpy(&key, daddr, 4);		/* network order, as ARP keys */
 		if (!((struct rtable *)dst)->rt_uses_gateway)
-			n = __ipv4_neigh_lookup_noref(dev, *(const u32 *)daddr);
+			n = __ipv4_neigh_lookup_noref(dev, key);
 		else
 			n = NULL;
 	} else {
@@ -2020,6 +2022,14 @@ static bool vmcf_rx_drained(struct vmcf_conn *c)
 {
 	long avail;
 
+	/*
+	 * Most reads: no edge-triggered poller asked for every commit, and
+	 * there is nothing to stop; vmc_ring_cons_drained() looks at the
+	 * same flag first, without the lock.  Pairs with the release in
+	 * vmc_ring_cons_every().
+	 */
+	if (!smp_load_acquire(&c->rx.every))
+		return false;
 	spin_lock_bh(&c->poll_lock);
 	avail = vmc_ring_cons_drained(&c->rx);
 	spin_unlock_bh(&c->poll_lock);
@@ -3721,15 +3731,6 @@ static void vmcf_dg_free(struct sk_buff_head *done)
 }
 
 /*
- * Netfilter, IPv4 and IPv6 POST_ROUTING, last (after NAT and filters): a
- * UDP datagram for a co-resident peer goes into the pair's datagram ring
- * instead of out through netfront.  Any context.  Ring full: it waits in
- * dg_txq, still charged to its socket, up to VMCF_DGRAM_TXQ_BYTES per
- * pair; beyond that dropped and counted, as a full queue drops UDP.  Too
- * big for the ring, GSO, no ring (yet, or any more): the network,
- * unchanged.
- */
-/*
  * May this datagram for @p take the ring instead of the network?  Only
  * when the ring delivers exactly what the network would:
  *   - its headers pass the receiver's check (vmc_dgram_check()): one that
@@ -3766,12 +3767,21 @@ static bool vmcf_udp_direct(struct vmcf_peer *p, struct sk_buff *skb)
 	return vmcf_route_direct(p, skb_dst(skb), d.family, d.daddr);
 }
 
+/*
+ * Netfilter, IPv4 and IPv6 POST_ROUTING, last (after NAT and filters): a
+ * UDP datagram for a co-resident peer goes into the pair's datagram ring
+ * instead of out through netfront.  Any context.  Ring full: it waits in
+ * dg_txq, still charged to its socket, up to VMCF_DGRAM_TXQ_BYTES per
+ * pair; beyond that dropped and counted, as a full queue drops UDP.  Too
+ * big for the ring, GSO, not straight to the peer (vmcf_udp_direct()), no
+ * ring (yet, or any more): the network, unchanged.
+ */
 static unsigned int vmcf_udp_out(void *priv, struct sk_buff *skb,
 				 const struct nf_hook_state *state)
 {
 	struct sk_buff_head done;
 	struct vmc_tuple t = { };
-	bool notify = false, tick = false;
+	bool notify = false, tick = false, ready;
 	struct vmcf_peer *p;
 	int err = -ENOTCONN;
 
@@ -3797,9 +3807,10 @@ static unsigned int vmcf_udp_out(void *priv, struct sk_buff *skb,
 	__skb_queue_head_init(&done);
 	rcu_read_lock();
 	p = vmcf_peer_by_addr(&t);
-	if (p && vmcf_pair_ready(p) && !vmcf_udp_direct(p, skb)) {
+	ready = p && vmcf_pair_ready(p);
+	if (ready && !vmcf_udp_direct(p, skb)) {
 		err = -EXDEV;	/* not straight to the peer: the network's */
-	} else if (p && vmcf_pair_ready(p)) {
+	} else if (ready) {
 		spin_lock_bh(&p->dg_lock);
 		if (!p->dg_on) {
 			err = -ENOTCONN;
