@@ -164,6 +164,10 @@ MODULE_PARM_DESC(max_peers, "Peers with an open channel at most (1-1024, default
 static bool evil_gref;
 module_param(evil_gref, bool, 0444);
 MODULE_PARM_DESC(evil_gref, "TEST BUILD: announce pool grant refs never granted");
+/* Test build only: see vmcf_evil_lock_delay(). */
+static unsigned int evil_lock_delay_ms;
+module_param(evil_lock_delay_ms, uint, 0644);
+MODULE_PARM_DESC(evil_lock_delay_ms, "TEST BUILD: once, hold a not yet accepted socket's lock this long");
 #endif
 
 #define VMCF_BACKLOG_MAX	1024	/* control messages waiting for ring room */
@@ -394,6 +398,7 @@ struct vmcf_conn {
 	struct list_head anode;		/* vmcf_conn_all, for /proc */
 	struct list_head rnode;		/* a vmcf_batch; under vmcf_batch_lock */
 	struct sock *batch_sk;		/* held for that batch */
+	bool batch_bh;			/* batch_sk bh-locked (vmcf_sock_lock) */
 	struct sock *sk;		/* while taken; NULL once TCP's again */
 	struct sock *hist_sk;		/* given back: held, for /proc only */
 	struct proto *orig_prot;
@@ -1394,8 +1399,9 @@ static void vmcf_conn_drop(struct vmcf_conn *c, bool tell)
 }
 
 /*
- * End acceleration with an error the socket reports; socket lock held, in
- * process context.  With @tell, the peer hears it (CLOSE RST) and resets
+ * End acceleration with an error the socket reports; socket lock held (or
+ * bh-locked: a child not yet accepted, as inet_child_forget() disconnects
+ * one).  With @tell, the peer hears it (CLOSE RST) and resets
  * its side too; TCP underneath is reset as well (it is frozen at the cut
  * and could not carry on), and the socket is TCP's again.
  */
@@ -1471,7 +1477,8 @@ static void vmcf_send_refuse(struct vmcf_peer *p, u32 conn, u32 reason)
 /*
  * Hand our ring's bytes from @from (the first one the peer did not read)
  * to TCP, which carries on from the cut; then the FIN that shutdown()
- * deferred.  Socket lock held, process context.  The bytes are ours (our
+ * deferred.  Socket lock held; process context, or bh-locked with nothing
+ * to send (a child not yet accepted: nobody wrote).  The bytes are ours (our
  * pool); only @from comes from the peer, and it must lie within the ring.
  */
 static int vmcf_resend(struct sock *sk, struct vmcf_conn *c, u32 from)
@@ -1549,7 +1556,8 @@ static void vmcf_reverted_to_tcp(struct sock *sk, struct vmcf_conn *c,
 /*
  * The peer will not hand its ring's bytes to TCP (gone, or its socket
  * closed): keep them, to be read after TCP's bytes up to the cut and
- * before any later ones.  Socket lock held, process context.
+ * before any later ones.  Socket lock held, or bh-locked (a child not yet
+ * accepted, vmcf_sock_lock()): then the copy is an atomic allocation.
  */
 static void vmcf_drain(struct vmcf_conn *c, const char *why)
 {
@@ -1562,7 +1570,7 @@ static void vmcf_drain(struct vmcf_conn *c, const char *why)
 		return;
 	}
 	if (avail) {
-		buf = kvmalloc(avail, GFP_KERNEL);
+		buf = kvmalloc(avail, gfp_any() | __GFP_NOWARN);
 		if (!buf) {
 			vmcf_conn_kill(c, ECONNRESET, "no memory to save the ring",
 				       true);
@@ -2896,8 +2904,81 @@ static struct vmcf_conn *vmcf_conn_by_id(struct vmcf_peer *p, u32 id)
 	return c;
 }
 
+/*
+ * Lock a socket of ours from process context (control messages, channel
+ * teardown, unload, suspend).  A child socket its listener has not yet
+ * handed to accept() is locked as softirq locks it, bh_lock_sock() with
+ * no owner: a listener that closes destroys such children holding only
+ * that lock (inet_csk_listen_stop(), which WARNs at an owned one), so as
+ * owner we would see it reset and freed under us.  Everything done to a
+ * socket of ours here is also done by the TCP probe in softirq; bh-locked,
+ * allocations use gfp_any() and nothing sleeps.  Returns true if it is
+ * bh-locked; vmcf_sock_unlock() with that after.  For sparse, which cannot
+ * follow a lock whose kind is chosen at run time, the bh lock is balanced
+ * in place, as lock_sock() (unannotated) is: the @bh flag carries it.
+ */
+#ifdef VMCF_EVIL
+/*
+ * Test build: the next lock of a socket not yet accepted is held
+ * evil_lock_delay_ms, so that the lab can close its listener meanwhile
+ * (test/lab-tests/hostile.sh, "unaccepted").
+ */
+static void vmcf_evil_lock_delay(struct sock *sk, bool bh)
+{
+	unsigned int ms;
+
+	if (READ_ONCE(sk->sk_socket) || sock_flag(sk, SOCK_DEAD))
+		return;
+	ms = xchg(&evil_lock_delay_ms, 0);
+	if (!ms)
+		return;
+	pr_warn("EVIL: holding a socket not yet accepted %u ms\n", ms);
+	if (bh)
+		mdelay(ms);
+	else
+		msleep(ms);
+}
+#else
+static inline void vmcf_evil_lock_delay(struct sock *sk, bool bh) { }
+#endif
+
+static bool vmcf_sock_lock(struct sock *sk)
+{
+	for (;;) {
+		local_bh_disable();
+		bh_lock_sock(sk);
+		if (!sock_owned_by_user(sk) && !READ_ONCE(sk->sk_socket) &&
+		    !sock_flag(sk, SOCK_DEAD)) {
+			__release(&sk->sk_lock.slock);	/* sparse: see above */
+			vmcf_evil_lock_delay(sk, true);
+			return true;		/* not accepted yet */
+		}
+		bh_unlock_sock(sk);
+		local_bh_enable();
+		lock_sock(sk);
+		/* Accepted, or closed: no listener destroys it now. */
+		if (READ_ONCE(sk->sk_socket) || sock_flag(sk, SOCK_DEAD))
+			return false;
+		/* Owned by another while unaccepted (accept() grafting it). */
+		release_sock(sk);
+		cond_resched();
+	}
+}
+
+static void vmcf_sock_unlock(struct sock *sk, bool bh)
+{
+	if (bh) {
+		__acquire(&sk->sk_lock.slock);	/* sparse: vmcf_sock_lock() */
+		bh_unlock_sock(sk);
+		local_bh_enable();
+	} else {
+		release_sock(sk);
+	}
+}
+
 /* Lock @c's socket if it still has one; returns it held, or NULL. */
-static struct sock *vmcf_conn_lock(struct vmcf_peer *p, struct vmcf_conn *c)
+static struct sock *vmcf_conn_lock(struct vmcf_peer *p, struct vmcf_conn *c,
+				   bool *bh)
 {
 	struct sock *sk;
 
@@ -2908,10 +2989,10 @@ static struct sock *vmcf_conn_lock(struct vmcf_peer *p, struct vmcf_conn *c)
 	spin_unlock_bh(&p->conn_lock);
 	if (!sk)
 		return NULL;
-	lock_sock(sk);
+	*bh = vmcf_sock_lock(sk);
 	/* Closed or given back while we waited: it is no longer ours. */
 	if (READ_ONCE(c->sk) != sk) {
-		release_sock(sk);
+		vmcf_sock_unlock(sk, *bh);
 		sock_put(sk);
 		return NULL;
 	}
@@ -2930,10 +3011,10 @@ static void vmcf_zombie_done(struct vmcf_peer *p, struct vmcf_conn *c)
 		vmcf_conn_put(c);
 }
 
-static void vmcf_conn_unlock(struct sock *sk)
+static void vmcf_conn_unlock(struct sock *sk, bool bh)
 {
 	if (sk) {
-		release_sock(sk);
+		vmcf_sock_unlock(sk, bh);
 		sock_put(sk);
 	}
 }
@@ -2944,6 +3025,7 @@ static void vmcf_rx_offer(struct vmcf_peer *p,
 	struct vmcf_conn *c, *found = NULL;
 	struct vmcf_pending *pend;
 	struct sock *sk;
+	bool bh = false;
 
 	if (!READ_ONCE(tcp) || READ_ONCE(vmcf_draining)) {
 		vmcf_send_refuse(p, le32_to_cpu(m->conn), VMC_R_DISABLED);
@@ -2985,14 +3067,14 @@ static void vmcf_rx_offer(struct vmcf_peer *p,
 		return;
 	}
 	spin_unlock_bh(&p->conn_lock);
-	sk = vmcf_conn_lock(p, found);
+	sk = vmcf_conn_lock(p, found, &bh);
 	if (sk && found->state == VMCF_C_WAITING) {
 		if (!found->tcp_senders)
 			vmcf_accept(found, m);
 		else if (!found->deferred)
-			found->deferred = kmemdup(m, sizeof(*m), GFP_KERNEL);
+			found->deferred = kmemdup(m, sizeof(*m), gfp_any());
 	}
-	vmcf_conn_unlock(sk);
+	vmcf_conn_unlock(sk, bh);
 	vmcf_conn_put(found);
 }
 
@@ -3027,9 +3109,10 @@ static void vmcf_rx_accept(struct vmcf_peer *p,
 	struct vmcf_conn *c = vmcf_conn_by_id(p, le32_to_cpu(m->conn));
 	struct vmc_msg_conn_end r;
 	struct sock *sk = NULL;
+	bool bh = false;
 
 	if (c)
-		sk = vmcf_conn_lock(p, c);
+		sk = vmcf_conn_lock(p, c, &bh);
 	if (!c || c->state != VMCF_C_OFFERED) {
 		/*
 		 * Too late: we gave up on that offer (reset, unload).  The
@@ -3065,7 +3148,7 @@ static void vmcf_rx_accept(struct vmcf_peer *p,
 		vmcf_wake(sk);
 	}
 out:
-	vmcf_conn_unlock(sk);
+	vmcf_conn_unlock(sk, bh);
 	if (c)
 		vmcf_conn_put(c);
 }
@@ -3075,15 +3158,16 @@ static void vmcf_rx_refuse(struct vmcf_peer *p,
 {
 	struct vmcf_conn *c = vmcf_conn_by_id(p, le32_to_cpu(m->conn));
 	struct sock *sk;
+	bool bh = false;
 
 	if (!c)
 		return;
-	sk = vmcf_conn_lock(p, c);
+	sk = vmcf_conn_lock(p, c, &bh);
 	if (sk && c->state == VMCF_C_OFFERED)
 		vmcf_conn_pass(c, VMCF_FB_REFUSED, "refused by the peer");
 	else if (!sk)
 		vmcf_zombie_done(p, c);	/* closed while offered */
-	vmcf_conn_unlock(sk);
+	vmcf_conn_unlock(sk, bh);
 	vmcf_conn_put(c);
 }
 
@@ -3092,10 +3176,11 @@ static void vmcf_rx_close(struct vmcf_peer *p, const struct vmc_msg_conn_end *m)
 {
 	struct vmcf_conn *c = vmcf_conn_by_id(p, le32_to_cpu(m->conn));
 	struct sock *sk;
+	bool bh = false;
 
 	if (!c)
 		return;
-	sk = vmcf_conn_lock(p, c);
+	sk = vmcf_conn_lock(p, c, &bh);
 	WRITE_ONCE(c->peer_closed, true);	/* sendmsg: EPIPE */
 	if (le32_to_cpu(m->how) == VMC_CLOSE_RST && sk &&
 	    c->state != VMCF_C_DEAD && c->state != VMCF_C_PASS) {
@@ -3108,7 +3193,7 @@ static void vmcf_rx_close(struct vmcf_peer *p, const struct vmc_msg_conn_end *m)
 	/* The slot is reused only once our socket is gone too. */
 	vmcf_zombie_done(p, c);
 	vmcf_wake(sk);
-	vmcf_conn_unlock(sk);
+	vmcf_conn_unlock(sk, bh);
 	vmcf_conn_put(c);
 }
 
@@ -3127,10 +3212,11 @@ static void vmcf_rx_revert(struct vmcf_peer *p,
 	struct vmcf_conn *c = vmcf_conn_by_id(p, le32_to_cpu(m->conn));
 	struct vmc_msg_conn_end r;
 	struct sock *sk;
+	bool bh = false;
 
 	if (!c)
 		return;
-	sk = vmcf_conn_lock(p, c);
+	sk = vmcf_conn_lock(p, c, &bh);
 	if (sk && c->state == VMCF_C_RING && m->hdr.type == VMC_MSG_CONN_REVERT) {
 		/* Our answer first: the peer reads TCP only after it. */
 		vmc_msg_init(&r, VMC_MSG_CONN_REVERTED);
@@ -3159,7 +3245,7 @@ static void vmcf_rx_revert(struct vmcf_peer *p,
 	} else if (!sk && c->revert_sent) {
 		vmcf_zombie_done(p, c);
 	}
-	vmcf_conn_unlock(sk);
+	vmcf_conn_unlock(sk, bh);
 	vmcf_conn_put(c);
 }
 
@@ -3290,7 +3376,7 @@ static struct vmcf_conn *vmcf_batch_next(struct list_head *batch)
 
 	if (c) {
 		list_del_init(&c->rnode);
-		lock_sock(c->batch_sk);
+		c->batch_bh = vmcf_sock_lock(c->batch_sk);
 	}
 	return c;
 }
@@ -3299,7 +3385,7 @@ static void vmcf_batch_done(struct vmcf_conn *c)
 {
 	struct sock *sk = c->batch_sk;
 
-	release_sock(sk);
+	vmcf_sock_unlock(sk, c->batch_bh);
 	sock_put(sk);
 	vmcf_conn_put(c);
 }
@@ -3479,6 +3565,7 @@ static void vmcf_conns_down(struct vmcf_peer *p)
 	bool broken = READ_ONCE(p->state) == VMCF_BROKEN;
 	struct vmcf_conn *c;
 	struct sock *sk;
+	bool bh = false;
 	unsigned int i;
 	bool put;
 
@@ -3497,7 +3584,7 @@ static void vmcf_conns_down(struct vmcf_peer *p)
 		spin_unlock_bh(&p->conn_lock);
 		if (!c)
 			break;
-		sk = vmcf_conn_lock(p, c);
+		sk = vmcf_conn_lock(p, c, &bh);
 		if (sk && (c->state == VMCF_C_WAITING ||
 			   c->state == VMCF_C_OFFERED))
 			vmcf_conn_pass(c, VMCF_FB_NOT_READY, "peer channel down");
@@ -3513,7 +3600,7 @@ static void vmcf_conns_down(struct vmcf_peer *p)
 		put = vmcf_slot_put(p, c);
 		WRITE_ONCE(c->peer, NULL);
 		spin_unlock_bh(&p->conn_lock);
-		vmcf_conn_unlock(sk);
+		vmcf_conn_unlock(sk, bh);
 		if (put)
 			vmcf_conn_put(c);
 		vmcf_conn_put(c);

@@ -25,6 +25,12 @@
 #   gref     domu3 announces pool grant refs it never granted
 #   loopback a well-formed datagram from domu3's own address to [::1]: refused
 #            (the channel closes), never delivered to domu1's loopback socket
+#
+# Not an attack, but a race only the test build can widen (evil_lock_delay_ms):
+#   unaccepted  domu3's listener closes while domu3, moving its connections
+#            back to TCP (tcp=0), holds the lock of a child of it that nobody
+#            accepted yet: no kernel WARNING, and domu1's client is reset as
+#            over TCP
 pass=0; fail=0
 ok()  { echo "PASS: $*"; pass=$((pass + 1)); }
 bad() { echo "FAIL: $*"; fail=$((fail + 1)); }
@@ -201,6 +207,38 @@ broke deaf "$b0"
 check "deaf: the unanswered connection went on over TCP, intact both ways" intact domu3 domu1 df
 echo "  domu1 control backlog to domu3 (bounded by 1024): $(x domu1 "awk -v d=$(xl domid domu3) '\$1 == d {print \$9}' /proc/xenvmc/channels")"
 bystander deaf
+
+# unaccepted: a listener closes while we hold the lock of its unaccepted child
+check "unaccepted: channel domu1 <-> domu3 up (test build reloaded)" evil_load
+x domu3 "rm -f /tmp/ua.go; nohup python3 -c '
+import os, socket, time
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind((\"0.0.0.0\", 7470)); s.listen(8)
+while not os.path.exists(\"/tmp/ua.go\"): time.sleep(0.05)
+s.close()' > /dev/null 2>&1 &"
+wait_until 30 x domu3 "ss -ltn | grep -q ':7470 '" || echo "  (domu3: nothing listening on 7470 after 30 s)"
+x domu1 "rm -f /tmp/ua.out; nohup python3 -c '
+import socket
+c = socket.create_connection((\"$C_IP\", 7470)); c.sendall(b\"x\" * 1000); c.settimeout(60)
+try: print(\"eof\" if c.recv(10) == b\"\" else \"data\")
+except ConnectionResetError: print(\"reset\")
+except socket.timeout: print(\"hang\")' > /tmp/ua.out 2>&1 &"
+check "unaccepted: domu3's child of the listener accelerated before any accept()" \
+	wait_until 30 is '[ "$(x domu3 "grep -c \":7470 .* accelerated \" /proc/xenvmc/connections")" -ge 1 ]'
+w0=$(x domu3 "dmesg | grep -c 'WARNING:'")
+x domu3 "echo 3000 > /sys/module/vmc_front/parameters/evil_lock_delay_ms; rm -f /tmp/ua.tcp0; (echo 0 > /sys/module/vmc_front/parameters/tcp; touch /tmp/ua.tcp0) > /dev/null 2>&1 &"
+sleep 1
+x domu3 "touch /tmp/ua.go"
+check "unaccepted: domu3's move back to TCP (tcp=0) ends" wait_until 60 x domu3 'test -e /tmp/ua.tcp0'
+echo "  domu3: $(x domu3 "dmesg | grep -E 'EVIL: holding|WARNING:' | tail -2 | tr '\n' ' '")"
+check "unaccepted: no kernel WARNING in domu3 (it had $w0)" \
+	is '[ "$(x domu3 "dmesg | grep -c WARNING:")" = "$w0" ]'
+check "unaccepted: domu1's client was reset, as over TCP" \
+	wait_until 60 x domu1 'grep -qx reset /tmp/ua.out'
+echo "  domu1's client: $(x domu1 'cat /tmp/ua.out')"
+check "unaccepted: nothing left of it on a ring in domu3" \
+	is '[ "$(x domu3 "grep -c \":7470 .* \(accelerated\|reverting\|offered\|waiting\) \" /proc/xenvmc/connections")" = 0 ]'
+x domu3 'echo 1 > /sys/module/vmc_front/parameters/tcp'
 
 # gref: refs never granted in domu3's pool announcement
 x domu3 "rmmod vmc_front" || true
