@@ -168,6 +168,10 @@ MODULE_PARM_DESC(evil_gref, "TEST BUILD: announce pool grant refs never granted"
 static unsigned int evil_lock_delay_ms;
 module_param(evil_lock_delay_ms, uint, 0644);
 MODULE_PARM_DESC(evil_lock_delay_ms, "TEST BUILD: once, hold a not yet accepted socket's lock this long");
+/* Test build only: the next REVERT a peer sends us is answered this late. */
+static unsigned int evil_answer_delay_ms;
+module_param(evil_answer_delay_ms, uint, 0644);
+MODULE_PARM_DESC(evil_answer_delay_ms, "TEST BUILD: once, answer a peer's REVERT this late");
 #endif
 
 #define VMCF_BACKLOG_MAX	1024	/* control messages waiting for ring room */
@@ -350,8 +354,13 @@ struct vmcf_peer {
  *            |                                     | our ring's bytes from F to TCP    |
  *  REVERTING | REVERTED(F) or REVERT(F)            | our ring's bytes from F to TCP    | PASS
  *  REVERTING | no answer in VMCF_REVERT_TIMEOUT    | reset                             | DEAD
- *  RING, REV | peer gone (destroyed, BYE) or its   | save the peer's unread ring bytes | DRAIN
- *            | socket closed before ours reverts   | (they come before TCP's new ones) |
+ *  RING, REV | channel closes, the peer done (its  | save the peer's unread ring bytes | DRAIN
+ *            | event channel end closed: destroyed | (they come before TCP's new ones) |
+ *            | or torn down), or its socket closed |                                   |
+ *            | before ours reverts                 |                                   |
+ *  RING, REV | channel closes, the peer not done   | reset; CLOSE RST (it may yet act  | DEAD
+ *            | (no agreed move back: it may write  | on our REVERT: vmcf_conns_down()) |
+ *            | on, or resend from our REVERT)      |                                   |
  *  DRAIN     | the saved bytes all read            | TCP's ops back                    | PASS
  *  RING, REV | CLOSE RST, corrupt ring, broken     | RST on TCP too, ECONNRESET, TCP's | DEAD
  *            | peer, bad REVERT                    | ops back                          |
@@ -3216,6 +3225,17 @@ static void vmcf_rx_revert(struct vmcf_peer *p,
 
 	if (!c)
 		return;
+#ifdef VMCF_EVIL
+	if (m->hdr.type == VMC_MSG_CONN_REVERT) {
+		unsigned int ms = xchg(&evil_answer_delay_ms, 0);
+
+		if (ms) {
+			pr_warn("EVIL: answering peer %u's REVERT %u ms late\n",
+				p->domid, ms);
+			msleep(ms);
+		}
+	}
+#endif
 	sk = vmcf_conn_lock(p, c, &bh);
 	if (sk && c->state == VMCF_C_RING && m->hdr.type == VMC_MSG_CONN_REVERT) {
 		/* Our answer first: the peer reads TCP only after it. */
@@ -3552,15 +3572,74 @@ static void vmcf_tick(struct work_struct *work)
 }
 
 /*
- * The channel goes down: every connection of @p stops using it.  Those
- * not on a ring yet stay on TCP.  Ring ones move back to TCP without the
- * peer: we save what it left in its ring (read before anything TCP brings
- * later), and what it had not read of ours is lost with it, as TCP's
- * bytes in flight to a vanished host are.  A peer that broke the protocol
- * gets its connections reset instead.  After this no socket touches @p's
- * pools.
+ * Whether the peer has closed its end of our event channel: Xen closes a
+ * dead domain's ports, and a peer closes its own once its teardown is
+ * over.  Either way it does nothing more with our connections, and every
+ * control message it wrote is in its ring (written before it closed; the
+ * hypercall orders our reads after).  If Xen cannot say, it may be alive.
  */
-static void vmcf_conns_down(struct vmcf_peer *p)
+static bool vmcf_peer_done(struct vmcf_peer *p)
+{
+	struct evtchn_status st = { .dom = DOMID_SELF };
+
+	if (p->irq < 0)
+		return true;	/* no channel: nothing of ours on it */
+	st.port = p->port;
+	if (HYPERVISOR_event_channel_op(EVTCHNOP_status, &st))
+		return false;
+	return st.status != EVTCHNSTAT_interdomain;
+}
+
+/*
+ * The channel is going and its work item has stopped: read the control
+ * messages the peer left, for the ends of connections only (answers to
+ * our REVERTs, its own REVERTs and CLOSEs).  An answer that came after
+ * vmcf_revert_all()'s deadline tells how the peer moved the connection
+ * back; vmcf_conns_down() could only guess.  Nothing new starts on a
+ * closing channel: the rest is left unread.  Not for a broken peer.
+ */
+static void vmcf_last_answers(struct vmcf_peer *p)
+{
+	u8 buf[VMC_MSG_MAX] __aligned(8);
+	const struct vmc_msg_hdr *h = (const void *)buf;
+	unsigned int budget = 4 * VMCF_BACKLOG_MAX;
+	long len;
+
+	while (p->mapped && READ_ONCE(p->state) != VMCF_BROKEN && budget--) {
+		len = vmc_ring_msg_peek(&p->in, VMC_MSG_MAX);
+		if (len < 0)
+			break;	/* empty, or corrupt: nothing to learn */
+		vmc_ring_msg_read(&p->in, buf, len);
+		if (vmc_msg_check(buf, len))
+			break;
+		p->msgs_in++;
+		if (h->type == VMC_MSG_CONN_REVERT ||
+		    h->type == VMC_MSG_CONN_REVERTED)
+			vmcf_rx_revert(p, (const void *)buf);
+		else if (h->type == VMC_MSG_CONN_CLOSE)
+			vmcf_rx_close(p, (const void *)buf);
+	}
+}
+
+/*
+ * The channel goes down: every connection of @p stops using it.  Those
+ * not on a ring yet stay on TCP.  Ring ones (and those whose REVERT is
+ * unanswered) move back to TCP without the peer only if it is @done
+ * (vmcf_peer_done()): we save what it left in its ring (read before
+ * anything TCP brings later), and what it had not read of ours is lost
+ * with it, as TCP's bytes in flight to a vanished host are.  A peer that
+ * is not done may still write its ring after our copy, or act on our
+ * REVERT (resend from where we read, and wait for our bytes on TCP):
+ * saving then would lose or repeat bytes, so those connections are reset,
+ * as are a broken peer's.  After this no socket touches @p's pools.
+ *
+ *  peer            | WAITING, OFFERED | RING, REVERTING
+ *  ----------------+------------------+-------------------------------------
+ *  done            | TCP              | save its ring's unread bytes: DRAIN
+ *  not done        | TCP              | reset, CLOSE RST (it may still read)
+ *  broke the rules | TCP              | reset
+ */
+static void vmcf_conns_down(struct vmcf_peer *p, bool done)
 {
 	bool broken = READ_ONCE(p->state) == VMCF_BROKEN;
 	struct vmcf_conn *c;
@@ -3592,6 +3671,11 @@ static void vmcf_conns_down(struct vmcf_peer *p)
 					  c->state == VMCF_C_REVERTING))
 			vmcf_conn_kill(c, ECONNRESET, "peer broke the protocol",
 				       false);
+		else if (sk && !done && (c->state == VMCF_C_RING ||
+					 c->state == VMCF_C_REVERTING))
+			vmcf_conn_kill(c, ECONNRESET,
+				       "peer channel closed with the move back to TCP unagreed",
+				       true);
 		else if (sk && (c->state == VMCF_C_RING ||
 				c->state == VMCF_C_REVERTING))
 			vmcf_drain(c, "peer gone: moved back to TCP");
@@ -4354,6 +4438,7 @@ static void vmcf_chan_close(struct vmcf_peer *p)
 	struct gnttab_unmap_grant_ref unmap;
 	struct sk_buff_head lost;
 	char node[24];
+	bool done;
 
 	/* Nothing to release (closed peers are closed again on every sync). */
 	if (!p->held)
@@ -4386,8 +4471,17 @@ static void vmcf_chan_close(struct vmcf_peer *p)
 	clear_bit(0, &p->eoi_pending);
 	clear_bit(1, &p->eoi_pending);
 	cancel_delayed_work_sync(&p->tick);
-	vmcf_conns_down(p);		/* no socket touches the pools after */
+	/* Whether the peer is done first: then all it wrote is in its ring. */
+	done = vmcf_peer_done(p);
+	vmcf_last_answers(p);
+	vmcf_conns_down(p, done);	/* no socket touches the pools after */
 	spin_lock_bh(&p->tx_lock);
+	/*
+	 * What fits goes into the ring first: a peer still tearing down reads
+	 * its last answers there (vmcf_last_answers()); the rest is lost.
+	 */
+	if (vmcf_flush_locked(p) && !done)
+		vmcf_notify(p);
 	vmcf_backlog_free(p);
 	p->tx_dead = true;	/* the out page goes below */
 	spin_unlock_bh(&p->tx_lock);
@@ -5317,6 +5411,9 @@ out_free:
  *   storm    100000 events with nothing behind them
  *   deaf     never read the peer's control or datagram ring again
  *   loopback a well-formed UDP datagram from our IPv6 address to [::1]
+ *   reoffer  publish a new channel offer (a wrong grant ref) while ours is
+ *            up: the peer closes its channel to us (with
+ *            evil_answer_delay_ms, while its REVERT waits for our answer)
  *
  * and load with evil_gref=1 to announce pool grant refs we never granted.
  */
@@ -5432,6 +5529,11 @@ found:
 		WRITE_ONCE(p->evil_deaf, true);
 	} else if (!strcmp(what, "loopback") && v6 < n) {
 		vmcf_evil_loopback(p, &addrs[v6]);
+	} else if (!strcmp(what, "reoffer")) {
+		/* The peer sees our channel start over, and closes its end. */
+		snprintf(buf, sizeof(buf), "chan/%u", p->domid);
+		xenbus_printf(XBT_NIL, vmcf_data, buf, "%u %u", p->out_gref + 1,
+			      p->domid > vmcf_domid ? p->port : 0);
 	} else {
 		ret = -EINVAL;
 	}
