@@ -264,6 +264,7 @@ struct vmcf_peer {
 	/* Control messages that found the ring full, oldest first. */
 	struct list_head backlog;
 	unsigned int backlog_len;
+	u32 out_tail;	/* out-ring position where the last queued one ends */
 
 	/*
 	 * Our ring pool for this peer: pool_hdr pages of ring headers, then
@@ -356,19 +357,19 @@ struct vmcf_peer {
  *  REVERTING | no answer in VMCF_REVERT_TIMEOUT    | reset                             | DEAD
  *  RING, REV | channel closes, the peer done (its  | save the peer's unread ring bytes | DRAIN
  *            | event channel end closed: destroyed | (they come before TCP's new ones) |
- *            | or torn down), or its socket closed |                                   |
- *            | before ours reverts                 |                                   |
- *  RING, REV | channel closes, the peer not done   | reset; CLOSE RST (it may yet act  | DEAD
- *            | (no agreed move back: it may write  | on our REVERT: vmcf_conns_down()) |
- *            | on, or resend from our REVERT)      |                                   |
+ *            | or torn down) and our REVERT unread |                                   |
+ *            | by it; or its socket closed first   |                                   |
+ *  RING, REV | channel closes, the peer not done,  | reset; CLOSE RST (it may yet act  | DEAD
+ *            | or done after reading our REVERT    | on our REVERT: vmcf_conns_down()) |
+ *            | with no answer to us                |                                   |
  *  DRAIN     | the saved bytes all read            | TCP's ops back                    | PASS
  *  RING, REV | CLOSE RST, corrupt ring, broken     | RST on TCP too, ECONNRESET, TCP's | DEAD
  *            | peer, bad REVERT                    | ops back                          |
- *  taken     | socket closed or destroyed          | TCP's ops back; a slot the peer   | zombie
- *            |                                     | may still read is kept until its  |
- *            |                                     | CLOSE, REFUSE or answer to REVERT |
- *  taken     | disconnect: connect(AF_UNSPEC), or  | CLOSE RST while we hold its ring; | DEAD
- *            | a listener closed before accept()   | TCP's ops back; slot as above     |
+ *  taken     | socket closed, or destroyed (also a | TCP's ops back; a slot the peer   | zombie
+ *            | child its listener closed before    | may still read is kept until its  |
+ *            | accept())                           | CLOSE, REFUSE or answer to REVERT |
+ *  taken     | disconnect: connect(AF_UNSPEC)      | CLOSE RST while we hold its ring; | DEAD
+ *            |                                     | TCP's ops back; slot as above     |
  *
  * Bytes sent on a ring never use TCP sequence space: TCP stays frozen
  * under the ring at the two cuts, and moving back continues it there.  The
@@ -423,6 +424,7 @@ struct vmcf_conn {
 	bool rx_attached;
 	bool peer_closed;		/* its CLOSE came: it reads no more */
 	bool revert_sent;		/* our REVERT went: its answer frees our rx */
+	u32 revert_end;			/* out-ring position where it ends */
 	bool closing;			/* our close() began: no ops swap */
 	bool fin_deferred;		/* shutdown(WR) on the ring: TCP FIN later */
 	/*
@@ -603,8 +605,10 @@ static bool vmcf_flush_locked(struct vmcf_peer *p)
 /*
  * Send one control message, in order after any queued ones.  Any context
  * (the TCP probe runs in softirq).  False when it could not even be queued.
+ * With @end, where the message ends in the out ring once written: the peer
+ * has read it when its consumer index is there (vmcf_revert_seen()).
  */
-static bool vmcf_send(struct vmcf_peer *p, const void *msg)
+static bool vmcf_send_at(struct vmcf_peer *p, const void *msg, u32 *end)
 {
 	const struct vmc_msg_hdr *h = msg;
 	u32 len = le16_to_cpu(h->len);
@@ -620,6 +624,10 @@ static bool vmcf_send(struct vmcf_peer *p, const void *msg)
 		memcpy(q->msg, msg, len);
 		list_add_tail(&q->list, &p->backlog);
 		p->backlog_len++;
+		/* Written in this order, each at its room: or the ring broke. */
+		p->out_tail += vmc_ring_msg_room(len);
+		if (end)
+			*end = p->out_tail;
 		q = NULL;
 	}
 	notify = vmcf_flush_locked(p);
@@ -634,6 +642,11 @@ static bool vmcf_send(struct vmcf_peer *p, const void *msg)
 		pr_warn_ratelimited("peer %u: control message %u dropped: backlog full\n",
 				    p->domid, h->type);
 	return ok;
+}
+
+static bool vmcf_send(struct vmcf_peer *p, const void *msg)
+{
+	return vmcf_send_at(p, msg, NULL);
 }
 
 /* Run @p's tick in a second (it re-arms itself while it has work). */
@@ -1334,8 +1347,8 @@ static void vmcf_untake(struct vmcf_conn *c, bool free_slot)
 	int fam;
 
 	/*
-	 * Already detached: a listener closed before accept() destroys its
-	 * children (inet_csk_listen_stop()) even while we hold one's lock.
+	 * Already detached (vmcf_destroy(): closed, or a child its listener
+	 * destroyed before accept()) while a caller waited for the lock.
 	 */
 	if (!sk)
 		return;
@@ -1616,10 +1629,10 @@ static void vmcf_drain(struct vmcf_conn *c, const char *why)
 }
 
 /*
- * Start moving @c back to TCP; socket lock held, process context.  We
- * stop reading the peer's ring and tell it where (REVERT); its answer says
- * where it stopped reading ours.  Each side then hands its own unread ring
- * bytes to TCP.
+ * Start moving @c back to TCP; socket lock held (or bh-locked: a child
+ * not yet accepted, vmcf_sock_lock()).  We stop reading the peer's ring
+ * and tell it where (REVERT); its answer says where it stopped reading
+ * ours.  Each side then hands its own unread ring bytes to TCP.
  */
 static void vmcf_revert_start(struct vmcf_conn *c, const char *why)
 {
@@ -1636,7 +1649,7 @@ static void vmcf_revert_start(struct vmcf_conn *c, const char *why)
 	m.final = cpu_to_le32(c->rx.pos);
 	/* Before the REVERT: the peer's answer frees the ring we read. */
 	vmcf_conn_set_state(c, VMCF_C_REVERTING);
-	if (!vmcf_send(c->peer, &m)) {
+	if (!vmcf_send_at(c->peer, &m, &c->revert_end)) {
 		vmcf_conn_kill(c, ECONNRESET, "cannot send REVERT", true);
 		return;
 	}
@@ -2689,7 +2702,10 @@ static void vmcf_destroy(struct sock *sk)
 	atomic_dec(&vmcf_inside);
 }
 
-/* connect(AF_UNSPEC), or a listener closing with this child unaccepted. */
+/*
+ * connect(AF_UNSPEC).  (A listener that closes with this child unaccepted
+ * calls its own disconnect, TCP's, then destroys the child: vmcf_destroy().)
+ */
 static int vmcf_disconnect(struct sock *sk, int flags)
 {
 	struct vmcf_conn *c;
@@ -2913,24 +2929,12 @@ static struct vmcf_conn *vmcf_conn_by_id(struct vmcf_peer *p, u32 id)
 	return c;
 }
 
-/*
- * Lock a socket of ours from process context (control messages, channel
- * teardown, unload, suspend).  A child socket its listener has not yet
- * handed to accept() is locked as softirq locks it, bh_lock_sock() with
- * no owner: a listener that closes destroys such children holding only
- * that lock (inet_csk_listen_stop(), which WARNs at an owned one), so as
- * owner we would see it reset and freed under us.  Everything done to a
- * socket of ours here is also done by the TCP probe in softirq; bh-locked,
- * allocations use gfp_any() and nothing sleeps.  Returns true if it is
- * bh-locked; vmcf_sock_unlock() with that after.  For sparse, which cannot
- * follow a lock whose kind is chosen at run time, the bh lock is balanced
- * in place, as lock_sock() (unannotated) is: the @bh flag carries it.
- */
 #ifdef VMCF_EVIL
 /*
  * Test build: the next lock of a socket not yet accepted is held
  * evil_lock_delay_ms, so that the lab can close its listener meanwhile
- * (test/lab-tests/hostile.sh, "unaccepted").
+ * (test/lab-tests/hostile.sh, "unaccepted").  Owned (@bh false) only in
+ * the lab's negative control, a build that owns such sockets again.
  */
 static void vmcf_evil_lock_delay(struct sock *sk, bool bh)
 {
@@ -2951,26 +2955,45 @@ static void vmcf_evil_lock_delay(struct sock *sk, bool bh)
 static inline void vmcf_evil_lock_delay(struct sock *sk, bool bh) { }
 #endif
 
+/*
+ * Lock a socket of ours from process context (control messages, channel
+ * teardown, unload, suspend).  A child socket its listener has not yet
+ * handed to accept() is never owned: it is locked as softirq locks it,
+ * bh_lock_sock() with no owner.  A listener that closes destroys such
+ * children holding only that lock (inet_csk_listen_stop(), which WARNs at
+ * an owned one, then inet_child_forget()), so as owner we would see it
+ * reset and freed under us.  Bh-locked, allocations use gfp_any() and
+ * nothing sleeps: what we do to such a socket the TCP probe does in
+ * softirq, or inet_child_forget() under the same lock.  A socket that has
+ * been grafted (accept()) or orphaned (close) stays so, and no listener
+ * reaches it any more: that one is owned, as usual.  Returns true if it is
+ * bh-locked; vmcf_sock_unlock() with that after.  For sparse, which cannot
+ * follow a lock whose kind is chosen at run time, the bh lock is balanced
+ * in place, as lock_sock() (unannotated) is: the @bh flag carries it.
+ */
 static bool vmcf_sock_lock(struct sock *sk)
 {
 	for (;;) {
 		local_bh_disable();
 		bh_lock_sock(sk);
-		if (!sock_owned_by_user(sk) && !READ_ONCE(sk->sk_socket) &&
-		    !sock_flag(sk, SOCK_DEAD)) {
+		if (READ_ONCE(sk->sk_socket) || sock_flag(sk, SOCK_DEAD)) {
+			bh_unlock_sock(sk);
+			local_bh_enable();
+			lock_sock(sk);
+			return false;
+		}
+		if (!sock_owned_by_user(sk)) {
 			__release(&sk->sk_lock.slock);	/* sparse: see above */
 			vmcf_evil_lock_delay(sk, true);
 			return true;		/* not accepted yet */
 		}
+		/*
+		 * Not accepted, yet owned for a moment (accept() grafting it,
+		 * tcp_abort() of `ss -K`): wait for it, never own it with them.
+		 */
 		bh_unlock_sock(sk);
 		local_bh_enable();
-		lock_sock(sk);
-		/* Accepted, or closed: no listener destroys it now. */
-		if (READ_ONCE(sk->sk_socket) || sock_flag(sk, SOCK_DEAD))
-			return false;
-		/* Owned by another while unaccepted (accept() grafting it). */
-		release_sock(sk);
-		cond_resched();
+		usleep_range(50, 200);
 	}
 }
 
@@ -3216,7 +3239,7 @@ static void vmcf_rx_close(struct vmcf_peer *p, const struct vmc_msg_conn_end *m)
  * it reads our ring no more and sends no CLOSE: the slot goes back now.
  */
 static void vmcf_rx_revert(struct vmcf_peer *p,
-			   const struct vmc_msg_conn_end *m)
+			   const struct vmc_msg_conn_end *m, bool done)
 {
 	struct vmcf_conn *c = vmcf_conn_by_id(p, le32_to_cpu(m->conn));
 	struct vmc_msg_conn_end r;
@@ -3237,7 +3260,12 @@ static void vmcf_rx_revert(struct vmcf_peer *p,
 	}
 #endif
 	sk = vmcf_conn_lock(p, c, &bh);
-	if (sk && c->state == VMCF_C_RING && m->hdr.type == VMC_MSG_CONN_REVERT) {
+	if (sk && c->state == VMCF_C_RING && m->hdr.type == VMC_MSG_CONN_REVERT &&
+	    done) {
+		/* Read at teardown from a peer now gone: it resends nothing. */
+		vmcf_drain(c, "peer gone: moved back to TCP");
+	} else if (sk && c->state == VMCF_C_RING &&
+		   m->hdr.type == VMC_MSG_CONN_REVERT) {
 		/* Our answer first: the peer reads TCP only after it. */
 		vmc_msg_init(&r, VMC_MSG_CONN_REVERTED);
 		r.conn = cpu_to_le32(c->peer_id);
@@ -3598,7 +3626,7 @@ static bool vmcf_peer_done(struct vmcf_peer *p)
  * back; vmcf_conns_down() could only guess.  Nothing new starts on a
  * closing channel: the rest is left unread.  Not for a broken peer.
  */
-static void vmcf_last_answers(struct vmcf_peer *p)
+static void vmcf_last_answers(struct vmcf_peer *p, bool done)
 {
 	u8 buf[VMC_MSG_MAX] __aligned(8);
 	const struct vmc_msg_hdr *h = (const void *)buf;
@@ -3607,37 +3635,65 @@ static void vmcf_last_answers(struct vmcf_peer *p)
 
 	while (p->mapped && READ_ONCE(p->state) != VMCF_BROKEN && budget--) {
 		len = vmc_ring_msg_peek(&p->in, VMC_MSG_MAX);
-		if (len < 0)
-			break;	/* empty, or corrupt: nothing to learn */
-		vmc_ring_msg_read(&p->in, buf, len);
-		if (vmc_msg_check(buf, len))
+		if (len == -EAGAIN)
 			break;
+		if (len < 0) {
+			vmcf_peer_broken(p, "corrupt control ring");
+			break;
+		}
+		vmc_ring_msg_read(&p->in, buf, len);
+		if (vmc_msg_check(buf, len)) {
+			vmcf_peer_broken(p, "invalid control message");
+			break;
+		}
 		p->msgs_in++;
 		if (h->type == VMC_MSG_CONN_REVERT ||
 		    h->type == VMC_MSG_CONN_REVERTED)
-			vmcf_rx_revert(p, (const void *)buf);
+			vmcf_rx_revert(p, (const void *)buf, done);
 		else if (h->type == VMC_MSG_CONN_CLOSE)
 			vmcf_rx_close(p, (const void *)buf);
 	}
 }
 
 /*
+ * Whether the peer has read our REVERT for @c: its consumer index in our
+ * control ring is at or past where the REVERT ends (still in our backlog:
+ * not yet).  Reading it is acting on it (the answer and the resend come
+ * in the same step), even if the answer never reached us (lost in its
+ * backlog when its channel closed).  A corrupt index says yes.
+ */
+static bool vmcf_revert_seen(struct vmcf_peer *p, struct vmcf_conn *c)
+{
+	bool seen;
+
+	spin_lock_bh(&p->tx_lock);
+	/* Validates the peer's index and keeps it in p->out.peer. */
+	seen = vmc_ring_space(&p->out) < 0 ||
+	       (s32)(p->out.peer - c->revert_end) >= 0;
+	spin_unlock_bh(&p->tx_lock);
+	return seen;
+}
+
+/*
  * The channel goes down: every connection of @p stops using it.  Those
- * not on a ring yet stay on TCP.  Ring ones (and those whose REVERT is
- * unanswered) move back to TCP without the peer only if it is @done
- * (vmcf_peer_done()): we save what it left in its ring (read before
- * anything TCP brings later), and what it had not read of ours is lost
- * with it, as TCP's bytes in flight to a vanished host are.  A peer that
- * is not done may still write its ring after our copy, or act on our
- * REVERT (resend from where we read, and wait for our bytes on TCP):
- * saving then would lose or repeat bytes, so those connections are reset,
- * as are a broken peer's.  After this no socket touches @p's pools.
+ * not on a ring yet stay on TCP.  A ring one moves back to TCP without the
+ * peer only if the peer can no longer act on it: it closed its socket, or
+ * it is @done (vmcf_peer_done()) and never read our REVERT.  We save what
+ * it left in its ring (read before anything TCP brings later), and what
+ * it had not read of ours is lost with it, as TCP's bytes in flight to a
+ * vanished host are.  Otherwise the peer may still write its ring after
+ * our copy, or act (or have acted) on our REVERT: resend from where we
+ * read and wait for our bytes on TCP.  Saving then would lose or repeat
+ * bytes, so the connection is reset, as a broken peer's are.  After this
+ * no socket touches @p's pools.
  *
- *  peer            | WAITING, OFFERED | RING, REVERTING
- *  ----------------+------------------+-------------------------------------
- *  done            | TCP              | save its ring's unread bytes: DRAIN
- *  not done        | TCP              | reset, CLOSE RST (it may still read)
- *  broke the rules | TCP              | reset
+ *  RING or REVERTING, the peer ...           | action
+ *  ------------------------------------------+------------------------------
+ *  broke the protocol                        | reset
+ *  closed its socket (CLOSE came)            | save its ring's unread bytes
+ *  done, and our REVERT (if any) unread      | save its ring's unread bytes
+ *  done, and it read our REVERT, no answer   | reset
+ *  not done                                  | reset, CLOSE RST (it may read)
  */
 static void vmcf_conns_down(struct vmcf_peer *p, bool done)
 {
@@ -3671,8 +3727,11 @@ static void vmcf_conns_down(struct vmcf_peer *p, bool done)
 					  c->state == VMCF_C_REVERTING))
 			vmcf_conn_kill(c, ECONNRESET, "peer broke the protocol",
 				       false);
-		else if (sk && !done && (c->state == VMCF_C_RING ||
-					 c->state == VMCF_C_REVERTING))
+		else if (sk && !c->peer_closed &&
+			 (c->state == VMCF_C_RING ||
+			  c->state == VMCF_C_REVERTING) &&
+			 (!done || (c->state == VMCF_C_REVERTING &&
+				    vmcf_revert_seen(p, c))))
 			vmcf_conn_kill(c, ECONNRESET,
 				       "peer channel closed with the move back to TCP unagreed",
 				       true);
@@ -3803,7 +3862,7 @@ static void vmcf_handle(struct vmcf_peer *p, const void *buf, u32 len)
 		break;
 	case VMC_MSG_CONN_REVERT:
 	case VMC_MSG_CONN_REVERTED:
-		vmcf_rx_revert(p, buf);
+		vmcf_rx_revert(p, buf, false);
 		break;
 	case VMC_MSG_BYE:
 		p->why = "peer said goodbye";
@@ -4473,7 +4532,7 @@ static void vmcf_chan_close(struct vmcf_peer *p)
 	cancel_delayed_work_sync(&p->tick);
 	/* Whether the peer is done first: then all it wrote is in its ring. */
 	done = vmcf_peer_done(p);
-	vmcf_last_answers(p);
+	vmcf_last_answers(p, done);
 	vmcf_conns_down(p, done);	/* no socket touches the pools after */
 	spin_lock_bh(&p->tx_lock);
 	/*
@@ -4561,6 +4620,7 @@ static int vmcf_chan_open(struct vmcf_peer *p)
 		goto err_close;
 	spin_lock_bh(&p->tx_lock);
 	p->tx_dead = false;
+	p->out_tail = p->out.pos;
 	spin_unlock_bh(&p->tx_lock);
 	spin_lock_bh(&p->conn_lock);
 	p->closing = false;

@@ -26,7 +26,7 @@
 #   loopback a well-formed datagram from domu3's own address to [::1]: refused
 #            (the channel closes), never delivered to domu1's loopback socket
 #   late     domu3 publishes a new channel offer while domu1 streams to and
-#            from it, and answers domu1's REVERT 3 s late: domu1 closes its
+#            from it, and answers domu1's REVERT 5 s late: domu1 closes its
 #            channel to domu3 without the answer and must reset the
 #            connection (domu3 may yet resend on TCP), never save domu3's
 #            ring: no byte corrupted or repeated either way
@@ -35,7 +35,10 @@
 #   unaccepted  domu3's listener closes while domu3, moving its connections
 #            back to TCP (tcp=0), holds the lock of a child of it that nobody
 #            accepted yet: no kernel WARNING, and domu1's client is reset as
-#            over TCP
+#            over TCP.  A build that owns the child (lock_sock) fails here:
+#            the close runs during the hold and WARNs.  Ours holds the bh
+#            lock, and with the lab's one vCPU per DomU the close can only
+#            run once we let go; on more vCPUs it would wait for that lock
 pass=0; fail=0
 ok()  { echo "PASS: $*"; pass=$((pass + 1)); }
 bad() { echo "FAIL: $*"; fail=$((fail + 1)); }
@@ -250,17 +253,18 @@ check "late: channel domu1 <-> domu3 up (test build reloaded)" evil_load
 run domu3 domu1 $C_IP 7601 40 lt
 check "late: a connection domu1 -> domu3 accelerated" wait_until 30 is '[ "$(naccel_with domu1 domu3)" -ge 1 ]'
 sleep 3
-x domu3 "echo 3000 > /sys/module/vmc_front/parameters/evil_answer_delay_ms"
+r0=$(stat_of domu1 resets_total)
+x domu3 "echo 5000 > /sys/module/vmc_front/parameters/evil_answer_delay_ms"
 evil reoffer
 check "late: both ends of the stream finished (intact or reset)" \
 	wait_until 200 is "x domu3 'grep -q ^vmcstream: /tmp/lt.s' && x domu1 'grep -q ^vmcstream: /tmp/lt.c'"
 echo "  lt server (domu3): $(x domu3 'grep -v STALL /tmp/lt.s | tail -2 | tr "\n" " "')"
 echo "  lt client (domu1): $(x domu1 'grep -v STALL /tmp/lt.c | tail -2 | tr "\n" " "')"
 echo "  domu1: $(x domu1 "dmesg | grep -E 'xenvmc-front: (connection to )?peer $(xl domid domu3)' | tail -2 | tr '\n' ' '")"
-check "late: domu1 reset the connection, the move back to TCP unagreed" \
-	x domu1 "dmesg | grep -q 'reset: peer channel closed with the move back to TCP unagreed'"
+check "late: domu1 reset the connection (resets_total $r0 -> $(stat_of domu1 resets_total))" \
+	is '[ "$(stat_of domu1 resets_total)" -gt "$r0" ]'
 check "late: no byte corrupted or repeated either way" \
-	is '! x domu3 "grep -q BAD /tmp/lt.s" && ! x domu1 "grep -q BAD /tmp/lt.c"'
+	is 'x domu3 "! grep -q BAD /tmp/lt.s" && x domu1 "! grep -q BAD /tmp/lt.c"'
 check "late: domu1's channel to domu2 still up" is 'chan_up domu1 domu2 && chan_up domu2 domu1'
 
 # gref: refs never granted in domu3's pool announcement
