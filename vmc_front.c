@@ -3230,6 +3230,25 @@ static void vmcf_rx_close(struct vmcf_peer *p, const struct vmc_msg_conn_end *m)
 }
 
 /*
+ * Whether the peer has read our REVERT for @c: its consumer index in our
+ * control ring is at or past where the REVERT ends (still in our backlog:
+ * not yet).  Reading it is acting on it (the answer and the resend come
+ * in the same step), even if the answer never reached us (lost in its
+ * backlog when its channel closed).  A corrupt index says yes.
+ */
+static bool vmcf_revert_seen(struct vmcf_peer *p, struct vmcf_conn *c)
+{
+	bool seen;
+
+	spin_lock_bh(&p->tx_lock);
+	/* Validates the peer's index and keeps it in p->out.peer. */
+	seen = vmc_ring_space(&p->out) < 0 ||
+	       (s32)(p->out.peer - c->revert_end) >= 0;
+	spin_unlock_bh(&p->tx_lock);
+	return seen;
+}
+
+/*
  * REVERT (the peer moves the connection back to TCP and read our ring up to
  * final) or REVERTED (its answer to ours, same meaning).  Our socket may
  * be gone (we closed first): the peer then saves our ring (it knows we
@@ -3237,6 +3256,9 @@ static void vmcf_rx_close(struct vmcf_peer *p, const struct vmc_msg_conn_end *m)
  * slot.  Unless our REVERT came before that CLOSE: then this is its
  * answer, or its own REVERT crossing ours (it takes ours as the answer),
  * it reads our ring no more and sends no CLOSE: the slot goes back now.
+ * With @done, read at teardown from a peer that is gone or done
+ * (vmcf_last_answers()): a REVERT it sent without reading ours is no
+ * promise to resend, and its ring is saved instead.
  */
 static void vmcf_rx_revert(struct vmcf_peer *p,
 			   const struct vmc_msg_conn_end *m, bool done)
@@ -3287,6 +3309,10 @@ static void vmcf_rx_revert(struct vmcf_peer *p,
 				       false);
 			vmcf_send_close(p, c, VMC_CLOSE_RST);
 		}
+	} else if (sk && c->state == VMCF_C_REVERTING && done &&
+		   m->hdr.type == VMC_MSG_CONN_REVERT && !vmcf_revert_seen(p, c)) {
+		/* Its REVERT crossed ours, which it never read: it resent nothing. */
+		vmcf_drain(c, "peer gone: moved back to TCP");
 	} else if (sk && c->state == VMCF_C_REVERTING) {
 		/* Its answer, or its own REVERT crossing ours: same news. */
 		vmcf_reverted_to_tcp(sk, c, le32_to_cpu(m->final));
@@ -3444,7 +3470,8 @@ static void vmcf_batch_done(struct vmcf_conn *c)
  * With @drain_wait (unload), also wait that long for saved bytes to be
  * read, then reset what is left: nothing of ours may stay on a socket.
  * With @only (one peer's channel closing), wait for that peer only, and
- * reset nothing: what it does not answer, its teardown saves (DRAIN).
+ * reset nothing: what it does not answer, its teardown settles (saved or
+ * reset, vmcf_conns_down()).
  */
 static void vmcf_revert_all(const char *why, unsigned long drain_wait,
 			    struct vmcf_peer *only)
@@ -3653,25 +3680,6 @@ static void vmcf_last_answers(struct vmcf_peer *p, bool done)
 		else if (h->type == VMC_MSG_CONN_CLOSE)
 			vmcf_rx_close(p, (const void *)buf);
 	}
-}
-
-/*
- * Whether the peer has read our REVERT for @c: its consumer index in our
- * control ring is at or past where the REVERT ends (still in our backlog:
- * not yet).  Reading it is acting on it (the answer and the resend come
- * in the same step), even if the answer never reached us (lost in its
- * backlog when its channel closed).  A corrupt index says yes.
- */
-static bool vmcf_revert_seen(struct vmcf_peer *p, struct vmcf_conn *c)
-{
-	bool seen;
-
-	spin_lock_bh(&p->tx_lock);
-	/* Validates the peer's index and keeps it in p->out.peer. */
-	seen = vmc_ring_space(&p->out) < 0 ||
-	       (s32)(p->out.peer - c->revert_end) >= 0;
-	spin_unlock_bh(&p->tx_lock);
-	return seen;
 }
 
 /*
