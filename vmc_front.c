@@ -290,6 +290,7 @@ struct vmcf_peer {
 	unsigned int rpool_mapped;	/* pages mapped */
 	bool rpool_ready;		/* all of it, and rpool valid */
 	bool closing;			/* channel teardown: attach nothing */
+	bool leaving;			/* vmcf_chan_close() settles its REVERTs */
 	bool tx_dead;			/* out ring gone: send nothing */
 
 	spinlock_t conn_lock;		/* conns, slots, waiting, pending */
@@ -354,7 +355,8 @@ struct vmcf_peer {
  *  RING      | REVERT(F) from the peer             | REVERTED(our read position);      | PASS
  *            |                                     | our ring's bytes from F to TCP    |
  *  REVERTING | REVERTED(F) or REVERT(F)            | our ring's bytes from F to TCP    | PASS
- *  REVERTING | no answer in VMCF_REVERT_TIMEOUT    | reset                             | DEAD
+ *  REVERTING | no answer in VMCF_REVERT_TIMEOUT    | reset (not while its channel      | DEAD
+ *            |                                     | closes: the teardown settles it)  |
  *  RING, REV | channel closes, the peer done (its  | save the peer's unread ring bytes | DRAIN
  *            | event channel end closed: destroyed | (they come before TCP's new ones) |
  *            | or torn down) and our REVERT unread |                                   |
@@ -3553,14 +3555,21 @@ static void vmcf_revert_all(const char *why, unsigned long drain_wait,
 /* REVERTs a peer left unanswered: those connections are reset. */
 static bool vmcf_revert_expire(void)
 {
+	bool again = false, leaving;
+	struct vmcf_peer *p;
 	struct vmcf_conn *c;
 	LIST_HEAD(batch);
-	bool again = false;
 
 	mutex_lock(&vmcf_batch_lock);
 	vmcf_batch(&batch);
 	while ((c = vmcf_batch_next(&batch))) {
-		if (c->sk == c->batch_sk && c->state == VMCF_C_REVERTING) {
+		/* A closing channel's teardown settles them (vmcf_conns_down()). */
+		rcu_read_lock();
+		p = READ_ONCE(c->peer);
+		leaving = p && READ_ONCE(p->leaving);
+		rcu_read_unlock();
+		if (c->sk == c->batch_sk && c->state == VMCF_C_REVERTING &&
+		    !leaving) {
 			if (time_after(jiffies, c->revert_at + VMCF_REVERT_TIMEOUT))
 				vmcf_conn_kill(c, ECONNRESET,
 					       "peer did not answer REVERT", true);
@@ -4516,6 +4525,7 @@ static void vmcf_chan_close(struct vmcf_peer *p)
 	 * that neither side's unread ring bytes are lost.  A dead peer does
 	 * not answer: its connections are saved from its ring below.
 	 */
+	WRITE_ONCE(p->leaving, true);
 	if (READ_ONCE(p->state) == VMCF_UP && !p->closing)
 		vmcf_revert_all("peer channel closing: moved back to TCP", 0, p);
 	/* No sender writes the datagram ring after this (dg_lock). */
@@ -4632,6 +4642,7 @@ static int vmcf_chan_open(struct vmcf_peer *p)
 	spin_unlock_bh(&p->tx_lock);
 	spin_lock_bh(&p->conn_lock);
 	p->closing = false;
+	WRITE_ONCE(p->leaving, false);
 	spin_unlock_bh(&p->conn_lock);
 	err = gnttab_grant_foreign_access(p->domid,
 					  xen_page_to_gfn(virt_to_page(p->out_page)),
