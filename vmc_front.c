@@ -3659,8 +3659,9 @@ static bool vmcf_peer_done(struct vmcf_peer *p)
  * messages the peer left, for the ends of connections only (answers to
  * our REVERTs, its own REVERTs and CLOSEs).  An answer that came after
  * vmcf_revert_all()'s deadline tells how the peer moved the connection
- * back; vmcf_conns_down() could only guess.  Nothing new starts on a
- * closing channel: the rest is left unread.  Not for a broken peer.
+ * back, where vmcf_conns_down() would have to reset it.  Nothing new
+ * starts on a closing channel: the rest is left unread.  Not for a broken
+ * peer.
  */
 static void vmcf_last_answers(struct vmcf_peer *p, bool done)
 {
