@@ -3284,9 +3284,13 @@ static void vmcf_rx_revert(struct vmcf_peer *p,
 	}
 #endif
 	sk = vmcf_conn_lock(p, c, &bh);
-	if (sk && c->state == VMCF_C_RING && m->hdr.type == VMC_MSG_CONN_REVERT &&
-	    done) {
-		/* Read at teardown from a peer now gone: it resends nothing. */
+	if (sk && done && m->hdr.type == VMC_MSG_CONN_REVERT &&
+	    (c->state == VMCF_C_RING ||
+	     (c->state == VMCF_C_REVERTING && !vmcf_revert_seen(p, c)))) {
+		/*
+		 * Read at teardown from a peer now gone, and not an answer to
+		 * a REVERT of ours it read: it resends nothing.
+		 */
 		vmcf_drain(c, "peer gone: moved back to TCP");
 	} else if (sk && c->state == VMCF_C_RING &&
 		   m->hdr.type == VMC_MSG_CONN_REVERT) {
@@ -3311,10 +3315,6 @@ static void vmcf_rx_revert(struct vmcf_peer *p,
 				       false);
 			vmcf_send_close(p, c, VMC_CLOSE_RST);
 		}
-	} else if (sk && c->state == VMCF_C_REVERTING && done &&
-		   m->hdr.type == VMC_MSG_CONN_REVERT && !vmcf_revert_seen(p, c)) {
-		/* Its REVERT crossed ours, which it never read: it resent nothing. */
-		vmcf_drain(c, "peer gone: moved back to TCP");
 	} else if (sk && c->state == VMCF_C_REVERTING) {
 		/* Its answer, or its own REVERT crossing ours: same news. */
 		vmcf_reverted_to_tcp(sk, c, le32_to_cpu(m->final));
