@@ -92,6 +92,8 @@
 #include <net/inet_connection_sock.h>
 #include <trace/events/sock.h>
 #include <linux/netdevice.h>
+#include <linux/etherdevice.h>
+#include <linux/if_arp.h>
 #include <linux/inetdevice.h>
 #include <linux/rtnetlink.h>
 #include <net/addrconf.h>
@@ -3979,6 +3981,25 @@ static void vmcf_dg_free(struct sk_buff_head *done)
 }
 
 /*
+ * The pseudo-header sum of a checked datagram of @len bytes whose headers
+ * are at @p, as a stack that leaves UDP's checksum to its device writes it
+ * into the field: never 0 (the protocol number is in it), so never IPv4's
+ * "no checksum".
+ */
+static __sum16 vmcf_udp_blank(const u8 *p, const struct vmc_dgram *d,
+			      u32 len)
+{
+	const struct ipv6hdr *ip6 = (const struct ipv6hdr *)p;
+	const struct iphdr *ip4 = (const struct iphdr *)p;
+
+	if (d->family == VMC_AF_INET)
+		return ~csum_tcpudp_magic(ip4->saddr, ip4->daddr,
+					  len - d->hlen, IPPROTO_UDP, 0);
+	return ~csum_ipv6_magic(&ip6->saddr, &ip6->daddr, len - d->hlen,
+				IPPROTO_UDP, 0);
+}
+
+/*
  * May this datagram for @p take the ring instead of the network?  Only
  * when the ring delivers exactly what the network would:
  *   - its headers pass the receiver's check (vmc_dgram_check()): one that
@@ -3989,14 +4010,16 @@ static void vmcf_dg_free(struct sk_buff_head *done)
  *     runs at our priority, after us, so a new entry stolen here would
  *     never be confirmed and the replies would be NEW to the firewall
  *     (the first datagram of a flow takes the network);
- *   - no checksum is left to fill but UDP's own, which the receiver
- *     marks verified: an inner one (a tunnel's) would arrive unfilled.
+ *   - no checksum is left to fill but UDP's own, and its field holds the
+ *     pseudo-header sum, by which the receiver recognises it as left to
+ *     fill (vmcf_dgram_deliver()): an inner one (a tunnel's), or a field
+ *     left to fill that holds something else, would arrive unfilled.
  * RCU held (the hook).
  */
 static bool vmcf_udp_direct(struct vmcf_peer *p, struct sk_buff *skb)
 {
+	u8 buf[VMC_DGRAM_HDR_MAX] __aligned(4);
 	enum ip_conntrack_info ctinfo;
-	u8 buf[VMC_DGRAM_HDR_MAX];
 	const struct nf_conn *ct;
 	struct vmc_dgram d;
 	const u8 *hdr;
@@ -4005,9 +4028,12 @@ static bool vmcf_udp_direct(struct vmcf_peer *p, struct sk_buff *skb)
 					       VMC_DGRAM_HDR_MAX), buf);
 	if (!hdr || vmc_dgram_check(hdr, skb->len, &d))
 		return false;
+	/* The receiver tells a blank field by its value (vmc_proto.h). */
 	if (skb->ip_summed == CHECKSUM_PARTIAL &&
 	    (skb_checksum_start_offset(skb) != d.hlen ||
-	     skb->csum_offset != offsetof(struct udphdr, check)))
+	     skb->csum_offset != offsetof(struct udphdr, check) ||
+	     ((const struct udphdr *)(hdr + d.hlen))->check !=
+	     vmcf_udp_blank(hdr, &d, skb->len)))
 		return false;
 	ct = nf_ct_get(skb, &ctinfo);
 	if (ct && !nf_ct_is_confirmed(ct))
@@ -4182,6 +4208,57 @@ static struct sk_buff *vmcf_dgram_skb(u32 len)
 }
 
 /*
+ * Make @skb, a checked datagram for @dev from a peer whose vif has MAC
+ * @src, look as netfront would have received it.
+ *
+ * Checksum: our sender copies the datagram as its stack left it, the UDP
+ * field either complete or, with a checksum offload, the pseudo-header
+ * sum alone ("Datagrams" in vmc_proto.h; vmcf_udp_direct() sends no
+ * other).  Marked verified, a datagram of the second kind that the
+ * receiver forwards (DNAT, IPVS) would leave unfilled.  So a field equal
+ * to the pseudo-header sum is taken as blank: CHECKSUM_PARTIAL, as
+ * netfront marks NETRXF_csum_blank; delivered here it counts as verified,
+ * forwarded it is completed on the way out.  Any other field is a
+ * complete checksum (or IPv4's 0, none): verified, memory to memory.  A
+ * correct complete checksum equal to the pseudo-header sum by chance is
+ * harmless: completing it gives the same value (it adds the same bytes to
+ * the same start).  The peer chooses nothing here but its own datagrams'
+ * checksums, as it could through netfront.
+ *
+ * Link header: an Ethernet device's received frames start with one, which
+ * packet sockets (tcpdump), a macvlan's or bridge's receive handler and
+ * MAC filters read: ours is what the peer's frame would have carried
+ * through the bridge, its vif's MAC to ours.  On another kind of device (a
+ * tunnel's address) the datagram starts at its IP header, as before.
+ * NET_SKB_PAD of headroom holds the header.
+ */
+static void vmcf_dgram_deliver(struct sk_buff *skb, struct net_device *dev,
+			       const struct vmc_dgram *d, const u8 *src)
+{
+	const struct udphdr *uh = (const struct udphdr *)(skb->data + d->hlen);
+	struct ethhdr *eth;
+
+	skb->dev = dev;
+	skb->protocol = htons(d->family == VMC_AF_INET ? ETH_P_IP : ETH_P_IPV6);
+	skb_reset_network_header(skb);
+	skb->pkt_type = PACKET_HOST;
+	/* Both in the head: vmcf_dgram_skb() keeps the headers there. */
+	if (uh->check != vmcf_udp_blank(skb->data, d, skb->len) ||
+	    !skb_partial_csum_set(skb, d->hlen, offsetof(struct udphdr, check)))
+		skb->ip_summed = CHECKSUM_UNNECESSARY;
+	if (dev->type != ARPHRD_ETHER || skb_headroom(skb) < ETH_HLEN) {
+		skb_reset_mac_header(skb);
+		return;
+	}
+	eth = skb_push(skb, ETH_HLEN);
+	skb_reset_mac_header(skb);
+	ether_addr_copy(eth->h_dest, dev->dev_addr);
+	ether_addr_copy(eth->h_source, src);
+	eth->h_proto = skb->protocol;
+	__skb_pull(skb, ETH_HLEN);
+}
+
+/*
  * What the peer put in the datagram ring: each datagram is copied out,
  * then checked (vmc_dgram_check; its source must be an address Dom0 lists
  * for the peer, its destination one of ours) and handed to our IP stack
@@ -4199,6 +4276,7 @@ static bool vmcf_udp_in(struct vmcf_peer *p, bool *moved)
 	struct sk_buff *skb;
 	struct vmc_dgram d;
 	bool notify = false, owned;
+	u8 src[ETH_ALEN];
 	const char *bad;
 	__be32 a4;
 	long len;
@@ -4238,6 +4316,11 @@ static bool vmcf_udp_in(struct vmcf_peer *p, bool *moved)
 			goto broken_skb;
 		spin_lock_bh(&p->conn_lock);
 		owned = vmcf_entry_has(&p->entry, d.family, d.saddr);
+		/* Dom0 lists a peer only with a vif (vmcb_compose()). */
+		if (p->entry.nr_macs)
+			ether_addr_copy(src, p->entry.macs[0]);
+		else
+			eth_zero_addr(src);
 		spin_unlock_bh(&p->conn_lock);
 		/*
 		 * Dropped, not fatal: an honest peer's new address (an IPv6
@@ -4268,13 +4351,7 @@ static bool vmcf_udp_in(struct vmcf_peer *p, bool *moved)
 			kfree_skb(skb);
 			continue;
 		}
-		skb->dev = dev;
-		skb->protocol = htons(d.family == VMC_AF_INET ? ETH_P_IP :
-							      ETH_P_IPV6);
-		skb_reset_mac_header(skb);
-		skb_reset_network_header(skb);
-		skb->pkt_type = PACKET_HOST;
-		skb->ip_summed = CHECKSUM_UNNECESSARY;	/* memory to memory */
+		vmcf_dgram_deliver(skb, dev, &d, src);
 		/*
 		 * The stack may send from in here (an echo, a tunnel, a
 		 * forward to a peer) and so reach vmcf_udp_out(), which takes

@@ -784,7 +784,12 @@ static inline int vmc_xs_parse_peer(const char *s, unsigned int len,
  * data pages are contiguous, so that is VMC_DGRAM_SLOTS times a ring's
  * pages).  Its sender writes each UDP datagram it sends to the receiver as
  * one message: the whole IP packet, an IPv4 header (options allowed, not
- * a fragment) or an IPv6 header (no extension header), then UDP.  No
+ * a fragment) or an IPv6 header (no extension header), then UDP.  UDP's
+ * checksum field is as the sender's stack left it: complete, 0 (IPv4:
+ * none), or, where that stack counted on a checksum offload, the
+ * pseudo-header sum alone (RFC 768's sum over the pseudo-header, not
+ * complemented); a receiver that may send a datagram on tells the last
+ * from the others by computing that sum.  No
  * control message names that ring: both sides derive it from the pool
  * geometry of HELLO, and the other slots carry TCP.
  */

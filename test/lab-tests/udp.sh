@@ -11,6 +11,14 @@
 #      none duplicated (losses allowed and reported, as UDP)
 #   3. broadcast, multicast and a non-peer (dom0) stay on the network
 #   4. sockperf UDP ping-pong works through the ring
+#   5. what the receiving stack sees: tcpdump on domu2 shows each datagram
+#      with an Ethernet header (domu1's vif MAC to domu2's, as through the
+#      bridge), IPv4 and IPv6; and a datagram that domu2 forwards (tc's
+#      stateless nat turns its destination into an address in a network
+#      namespace of domu2, behind a veth with its checksum offload off)
+#      leaves with a correct UDP checksum, though domu1's stack left it to
+#      its device: tcpdump -vv checks it on the veth's way out, after the
+#      stack completed it (netfront's own IPv4 offload cannot be turned off)
 pass=0; fail=0
 ok()  { echo "PASS: $*"; pass=$((pass + 1)); }
 bad() { echo "FAIL: $*"; fail=$((fail + 1)); }
@@ -96,6 +104,57 @@ tx0=$(stat_of domu1 udp_tx_datagrams)
 lat=$(x domu1 "sockperf pp -i 10.99.0.12 -p 11112 -t 5 2>&1" | sed -n 's/.*avg-latency=\([0-9.]*\).*/\1/p' | tail -1)
 check "sockperf UDP ping-pong through the ring (avg one-way ${lat:-?} us, TCG)" \
 	is '[ -n "$lat" ] && [ $(( $(stat_of domu1 udp_tx_datagrams) - tx0 )) -ge 100 ]'
+
+# 5. the receiving stack's view: link header, and forwarding's checksum
+check "domu1 leaves UDP checksums to its device (else 5 checks nothing)" \
+	x domu1 "ethtool -k eth0 | grep -q '^tx-checksumming: on'"
+lab-exec -t 60 domu1 'cat > /tmp/send.py' <<'PY'
+import socket, sys, time
+for a in sys.argv[2:]:
+    s = socket.socket(socket.AF_INET6 if ":" in a else socket.AF_INET, socket.SOCK_DGRAM)
+    for i in range(5):
+        s.sendto(b"%c" % (65 + i) * 100, (a, int(sys.argv[1])))
+        time.sleep(0.05)
+PY
+# tcpdump_start DOMU FILE ARGS...: capture in the background, return once it listens
+tcpdump_start() {
+	local d=$1 f=$2; shift 2
+	x $d "rm -f $f $f.err; (timeout 120 tcpdump -n -l -i eth0 $* > $f 2> $f.err &)"
+	wait_until 60 x $d "grep -q 'listening on' $f.err"
+}
+rx0=$(stat_of domu2 udp_rx_datagrams)
+tcpdump_start domu2 /tmp/td-eth -e -c 10 "'udp port 7703'"
+x domu1 "python3 /tmp/send.py 7703 10.99.0.12 fd99::12"
+wait_until 30 is '[ "$(x domu2 "wc -l < /tmp/td-eth")" -ge 10 ]'
+x domu2 "cat /tmp/td-eth" > /tmp/td-eth
+sed 's/^/  tcpdump -e (domu2): /' /tmp/td-eth | head -2
+check "received by ring: domu2 took $(( $(stat_of domu2 udp_rx_datagrams) - rx0 )) datagrams from the ring (10 sent)" \
+	is '[ $(( $(stat_of domu2 udp_rx_datagrams) - rx0 )) -ge 10 ]'
+mac1=$(x domu1 cat /sys/class/net/eth0/address); mac2=$(x domu2 cat /sys/class/net/eth0/address)
+eth4='^[0-9:.]+ '$mac1' > '$mac2', ethertype IPv4 \(0x0800\), length 142: 10\.99\.0\.11\.[0-9]+ > 10\.99\.0\.12\.7703: UDP, length 100$'
+eth6='^[0-9:.]+ '$mac1' > '$mac2', ethertype IPv6 \(0x86dd\), length 162: fd99::11\.[0-9]+ > fd99::12\.7703: UDP, length 100$'
+check "tcpdump sees an Ethernet header $mac1 > $mac2 on each ring datagram, IPv4" is '[ "$(grep -cE "$eth4" /tmp/td-eth)" = 5 ]'
+check "tcpdump sees an Ethernet header $mac1 > $mac2 on each ring datagram, IPv6" is '[ "$(grep -cE "$eth6" /tmp/td-eth)" = 5 ]'
+x domu2 "ip netns add vmct && ip link add vmcv0 type veth peer name vmcv1 netns vmct &&
+	ip addr add 10.98.0.1/24 dev vmcv0 && ip link set vmcv0 up && ethtool -K vmcv0 tx off > /dev/null &&
+	ip -n vmct addr add 10.98.0.2/24 dev vmcv1 && ip -n vmct link set vmcv1 up &&
+	ip -n vmct route add default via 10.98.0.1 &&
+	sysctl -qw net.ipv4.ip_forward=1 net.ipv4.conf.all.send_redirects=0 &&
+	tc qdisc add dev eth0 ingress && tc filter add dev eth0 parent ffff: protocol ip prio 1 u32 \
+		match ip dst 10.99.0.12/32 match ip dport 7704 0xffff action nat ingress 10.99.0.12/32 10.98.0.2" ||
+	bad "domu2: forwarding set-up failed"
+rx0=$(stat_of domu2 udp_rx_datagrams)
+x domu2 "rm -f /tmp/td-fwd /tmp/td-fwd.err; (timeout 120 tcpdump -n -l -vv -i vmcv0 -Q out -c 5 'udp and dst port 7704' > /tmp/td-fwd 2> /tmp/td-fwd.err &)"
+wait_until 60 x domu2 "grep -q 'listening on' /tmp/td-fwd.err"
+x domu1 "python3 /tmp/send.py 7704 10.99.0.12"
+wait_until 30 is '[ "$(x domu2 "grep -c 10.98.0.2.7704: /tmp/td-fwd")" -ge 5 ]'
+x domu2 "cat /tmp/td-fwd" > /tmp/td-fwd
+grep -F '> 10.98.0.2.7704:' /tmp/td-fwd | sed 's/^ */  tcpdump -vv (domu2, vmcv0 out): /' | head -2
+check "forwarded: domu2 took the 5 datagrams from the ring" \
+	is '[ $(( $(stat_of domu2 udp_rx_datagrams) - rx0 )) -ge 5 ]'
+check "forwarded: all 5 left domu2 with a correct UDP checksum" \
+	is '[ "$(grep -cF "> 10.98.0.2.7704: [udp sum ok] UDP, length 100" /tmp/td-fwd)" = 5 ]'
+x domu2 "tc qdisc del dev eth0 ingress; ip link del vmcv0; ip netns del vmct; sysctl -qw net.ipv4.ip_forward=0" || true
 
 check "no Oops/BUG/WARNING in the DomUs" \
 	is '! x domu1 "dmesg | grep -E \"Oops|BUG:|WARNING:\"" && ! x domu2 "dmesg | grep -E \"Oops|BUG:|WARNING:\""'
