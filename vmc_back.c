@@ -8,8 +8,9 @@
  * from the backend nodes Dom0 itself owns, and the addresses each DomU's
  * frontend claims under its own data/xenvmc node (vmc_proto.h documents
  * every node).  A claim is a DomU's word, so:
- *   - an address claimed by two DomUs belongs to the first claimant; the
- *     later one is not listed for it (first come, as long as it holds it);
+ *   - an address claimed by two DomUs belongs to the first claimant with
+ *     a vif; the later one is not listed for it (first come, as long as
+ *     it holds it);
  *   - a malformed claim is refused whole and logged once per domain.
  * It writes each enabled DomU's peer table into that DomU's own XenStore
  * tree, under xenvmc/, where only Dom0 can write and only the DomU (and
@@ -191,8 +192,9 @@ static int vmcb_read_inc(struct vmcb_dom *d, u64 *inc)
 }
 
 /*
- * Read @d's frontend state and address claim.  Keeps the claim order of
- * addresses it already held, so re-reading never loses ownership.
+ * Read @d's frontend state and address claim, and its vifs.  Keeps the
+ * claim order of addresses it already held, so re-reading never loses
+ * ownership.
  * @inc_err, @inc: what vmcb_read_inc() returned for this event (read once:
  * vmcb_reborn() decides on the same value).
  */
@@ -200,7 +202,7 @@ static void vmcb_read_claim(struct vmcb_dom *d, int inc_err, u64 inc)
 {
 	struct vmc_addr addrs[VMC_MAX_ADDRS];
 	u64 since[VMC_MAX_ADDRS];
-	unsigned int len = 0, i, j;
+	unsigned int len = 0, i, j, held;
 	bool was_on = d->on;
 	char *state, *val;
 	int n;
@@ -253,9 +255,15 @@ static void vmcb_read_claim(struct vmcb_dom *d, int inc_err, u64 inc)
 		d->why = "malformed address claim";
 		goto bad;
 	}
+	/*
+	 * A claimant with no vif held nothing (vmcb_owns()): given one now,
+	 * its claims are new ones, after those made meanwhile.
+	 */
+	held = d->nr_macs;
+	vmcb_read_macs(d);
 	for (i = 0; i < n; i++) {
 		since[i] = ++vmcb_claim_seq;
-		for (j = 0; j < d->nr_addrs; j++)
+		for (j = 0; held && j < d->nr_addrs; j++)
 			if (vmcb_addr_eq(&addrs[i], &d->addrs[j]))
 				since[i] = d->since[j];
 	}
@@ -264,7 +272,6 @@ static void vmcb_read_claim(struct vmcb_dom *d, int inc_err, u64 inc)
 	d->nr_addrs = n;
 	d->on = true;
 	d->why = NULL;
-	vmcb_read_macs(d);
 	return;
 bad:
 	vmcb_bad_claims++;
@@ -275,14 +282,19 @@ off:
 	d->nr_addrs = 0;
 }
 
-/* Does @d own its @i-th address: no earlier ON claimant of the same one? */
+/*
+ * Does @d own its @i-th address: no earlier claimant of the same one that
+ * could be a peer (ON, with a vif)?  One with no vif is listed to nobody
+ * (vmcb_compose()), so it holds nothing: else a DomU with no network could
+ * claim an address first and keep the DomU that has it from being listed.
+ */
 static bool vmcb_owns(const struct vmcb_dom *d, unsigned int i)
 {
 	const struct vmcb_dom *e;
 	unsigned int j;
 
 	list_for_each_entry(e, &vmcb_doms, list) {
-		if (e == d || !e->on)
+		if (e == d || !e->on || !e->nr_macs)
 			continue;
 		for (j = 0; j < e->nr_addrs; j++)
 			if (vmcb_addr_eq(&e->addrs[j], &d->addrs[i]) &&

@@ -9,6 +9,9 @@
 #      resources return to their baseline; reload brings it back
 #   4. load orders: back restarted under running fronts; fronts before back
 #   5. spoofing: domu3 adds domu2's address; never listed as its owner
+#   5b. a domain with no vif (Dom0 writes its nodes: /local/domain/999 with
+#      a frontend's state and claim, no backend/vif/999) claims an address
+#      first; domu2 claims it later and is listed for it all the same
 #   6. garbage: domu3 writes malformed offers, claims and an incarnation
 #      into its own nodes; refused, counted, nobody else affected
 pass=0; fail=0
@@ -103,7 +106,11 @@ check "dom0 lists domu3 as off" is '[[ "$(dom0_line domu3)" =~ \ off\  ]]'
 lab-load front domu3 > /dev/null
 check "domu3 reloaded: all channels up again" wait_until 20 all_up
 
-# 4a. backend restarted while the frontends run
+# 4a. backend restarted while the frontends run (it then also finds 5b's
+# domain with no vif: only a new domain or a load makes it list them again)
+fake=999 fakeip=10.99.0.77
+xenstore-write /local/domain/$fake/data/xenvmc/state 1 \
+	/local/domain/$fake/data/xenvmc/addrs "$(printf '%02x' ${fakeip//./ })"
 rmmod vmc_back
 check "vmc_back unloaded: every DomU's channels torn down" wait_until 20 all_down
 lab-load back > /dev/null
@@ -124,6 +131,17 @@ check "dom0 marks domu3's claim of $a2 as a conflict" \
 check "domu1: $a2 still listed for domu2" is '[[ "$(peer_line domu1 domu2)" =~ (^| |,)$a2(,| |$) ]]'
 check "domu1: $a2 not listed for domu3" is '! [[ "$(peer_line domu1 domu3)" =~ (^| |,)$a2(,| |$) ]]'
 x domu3 "ip addr del $a2/32 dev eth0"
+
+# 5b. a claimant with no vif holds no address
+check "dom0 lists domain $fake (no vif) with its claim of $fakeip" \
+	is '[[ "$(awk -v d=$fake '"'"'$1 == d'"'"' /proc/xenvmc/domains)" =~ ^$fake\ off\ .*\ -\ $fakeip\ .*no\ vif ]]'
+x domu2 "ip addr add $fakeip/32 dev eth0"
+check "domu2 claims $fakeip after it: domu1 lists it for domu2" \
+	wait_until 10 is '[[ "$(peer_line domu1 domu2)" =~ (^| |,)$fakeip(,| |$) ]]'
+check "dom0 does not mark domu2's $fakeip a conflict" \
+	is '[[ "$(dom0_line domu2)" == *"$fakeip"* && "$(dom0_line domu2)" != *"$fakeip(conflict)"* ]]'
+x domu2 "ip addr del $fakeip/32 dev eth0"
+xenstore-rm /local/domain/$fake
 
 # 6. garbage from domu3 into its own nodes: channel offers, then claims
 chan0=$(dom0_stat bad_channel_offers)
