@@ -179,6 +179,7 @@ MODULE_PARM_DESC(evil_answer_delay_ms, "TEST BUILD: once, answer a peer's REVERT
 #define VMCF_BACKLOG_MAX	1024	/* control messages waiting for ring room */
 #define VMCF_PENDING_TIMEOUT	(3 * HZ)
 #define VMCF_REVERT_TIMEOUT	(2 * HZ)	/* peer's answer to REVERT */
+#define VMCF_HIST_PERIOD	(5 * HZ)	/* closed given-back sockets let go */
 /*
  * The peer's answer to an OFFER.  It answers at once, or within
  * VMCF_PENDING_TIMEOUT if its socket is not ESTABLISHED yet: a peer silent
@@ -486,6 +487,8 @@ static bool vmcf_exiting;		/* under kernel_param_lock(THIS_MODULE) */
 static DEFINE_MUTEX(vmcf_batch_lock);	/* one vmcf_batch at a time */
 static void vmcf_reap(struct work_struct *work);
 static DECLARE_WORK(vmcf_reap_work, vmcf_reap);
+static void vmcf_hist_tick(struct work_struct *work);
+static DECLARE_DELAYED_WORK(vmcf_hist_work, vmcf_hist_tick);
 static unsigned int vmcf_domid;
 static struct proc_dir_entry *vmcf_proc_dir;
 static struct workqueue_struct *vmcf_wq;
@@ -1299,22 +1302,45 @@ static struct vmcf_conn *vmcf_conn_get(const struct sock *sk)
 	return c;
 }
 
-/* Forget given-back connections whose socket is closed (all: every one). */
-static void vmcf_hist_reap(bool all)
+/*
+ * Forget given-back connections whose socket is closed (all: every one).
+ * Returns whether any given-back connection is left.
+ */
+static bool vmcf_hist_reap(bool all)
 {
 	struct vmcf_conn *c, *tmp;
+	bool left = false;
 	LIST_HEAD(done);
 
 	spin_lock_bh(&vmcf_conn_hash_lock);
-	list_for_each_entry_safe(c, tmp, &vmcf_conn_all, anode)
-		if (c->hist_sk && (all || sock_flag(c->hist_sk, SOCK_DEAD)))
+	list_for_each_entry_safe(c, tmp, &vmcf_conn_all, anode) {
+		if (!c->hist_sk)
+			continue;
+		if (all || sock_flag(c->hist_sk, SOCK_DEAD))
 			list_move(&c->anode, &done);
+		else
+			left = true;
+	}
 	spin_unlock_bh(&vmcf_conn_hash_lock);
 	list_for_each_entry_safe(c, tmp, &done, anode) {
 		list_del(&c->anode);
 		sock_put(c->hist_sk);
 		vmcf_conn_put(c);
 	}
+	return left;
+}
+
+/*
+ * Every VMCF_HIST_PERIOD while given-back connections are listed: a closed
+ * socket is let go even if nothing else is given back and nobody reads
+ * /proc (a socket pinned for a listing is memory only, but without this
+ * it stayed pinned for as long as the module was loaded).  It stops by
+ * itself once none is left; unload cancels it after its last reap.
+ */
+static void vmcf_hist_tick(struct work_struct *work)
+{
+	if (vmcf_hist_reap(false))
+		schedule_delayed_work(&vmcf_hist_work, VMCF_HIST_PERIOD);
 }
 
 /*
@@ -1387,7 +1413,8 @@ static void vmcf_untake(struct vmcf_conn *c, bool free_slot)
 	if (put)
 		vmcf_conn_put(c);
 	vmcf_wake(sk);
-	vmcf_hist_reap(false);
+	if (vmcf_hist_reap(false))
+		schedule_delayed_work(&vmcf_hist_work, VMCF_HIST_PERIOD);
 }
 
 /*
@@ -4276,7 +4303,7 @@ static bool vmcf_udp_in(struct vmcf_peer *p, bool *moved)
 	struct sk_buff *skb;
 	struct vmc_dgram d;
 	bool notify = false, owned;
-	u8 src[ETH_ALEN];
+	u8 src[ETH_ALEN] __aligned(2);	/* ether_addr_copy() */
 	const char *bad;
 	__be32 a4;
 	long len;
@@ -5929,6 +5956,8 @@ static void __exit vmcf_exit(void)
 		}
 		msleep(20);
 	}
+	/* No connection left to give back, so none to queue it again. */
+	cancel_delayed_work_sync(&vmcf_hist_work);
 	synchronize_rcu();
 	synchronize_rcu_tasks();
 	rcu_barrier();

@@ -14,6 +14,11 @@
 #      LAB_LIMITS_ROUNDS x 200), each verified: afterwards
 #      no connection is left, grants/mappings/event channels are back at
 #      baseline, and domu1's slab has not grown by more than 8 MiB.
+#   2b. sockets given back to TCP, then closed, are let go within seconds
+#      with nobody reading /proc/xenvmc (which lets them go too): 200
+#      connections domu2 -> domu1 held and accelerated (one 4 KiB ring
+#      each), domu1 set to tcp=0 (each given back, listed in /proc), then
+#      closed; domu1's TCP slab (active objects) falls back by more than half
 #   3. domu1 reloaded with max_peers=1: one channel (domu2 or domu3), the
 #      other peer waits with a reason and its connections go over TCP
 #      (verified, not accelerated); when the first peer unloads, the waiting
@@ -118,6 +123,63 @@ echo "  domu1 Slab: $slab0 kB idle, $slab1 kB after $((400 + rounds * 200)) conn
 check "domu1's slab grew by less than 8 MiB" is '[ $((slab1 - slab0)) -lt 8192 ]'
 acc2=$(stat_of domu1 accelerated_total)
 check "the loop's connections were accelerated too" is '[ $((acc2 - acc1)) -ge 10 ]'
+
+# 2b. given back, closed, let go
+hn=${LAB_LIMITS_HIST:-200}
+lab-exec -t 60 domu1 'cat > /tmp/hold.py' <<'PY'
+import os, socket, sys, time
+# hold.py server PORT N | client IP PORT N: N connections, a byte each way,
+# "held"; the client closes them all once /tmp/hold.close exists, the
+# server each one at its EOF, then "closed".
+n = int(sys.argv[-1])
+if sys.argv[1] == "server":
+    ls = socket.socket(); ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    ls.bind(("0.0.0.0", int(sys.argv[2]))); ls.listen(n)
+    cs = [ls.accept()[0] for _ in range(n)]
+    for c in cs:
+        c.recv(1); c.send(b"y")
+else:
+    cs = [socket.create_connection((sys.argv[2], int(sys.argv[3]))) for _ in range(n)]
+    for c in cs:
+        c.send(b"x"); c.recv(1)
+print("held", len(cs), flush=True)
+if sys.argv[1] == "server":
+    for c in cs:
+        c.recv(1); c.close()
+else:
+    while not os.path.exists("/tmp/hold.close"):
+        time.sleep(0.1)
+    for c in cs:
+        c.close()
+print("closed", flush=True)
+PY
+x domu1 'cat /tmp/hold.py' | lab-exec -t 60 domu2 'cat > /tmp/hold.py'
+lab-unload front domu1 domu2 > /dev/null
+LAB_FRONT_PARAMS="tcp=1 ring_kb=4 ring_max_kb=0 pool_rings=$((hn + 8))" lab-load front domu1 domu2 > /dev/null
+check "2b: domu1 and domu2 reloaded with $((hn + 4)) one-page TCP rings each, pools mapped" \
+	wait_until 60 is 'pools_up domu1 domu2 && pools_up domu2 domu1'
+tcp_slab() { x domu1 "awk '\$1 == \"TCP\" {print \$2}' /proc/slabinfo"; }
+x domu1 "rm -f /tmp/hold.close; (python3 /tmp/hold.py server 7302 $hn > /tmp/hold-s.log 2>&1 &)"
+wait_until 30 x domu1 "ss -ltn | grep -q ':7302 '"
+t0=$(tcp_slab)
+x domu2 "rm -f /tmp/hold.close; (python3 /tmp/hold.py client $A_IP 7302 $hn > /tmp/hold-c.log 2>&1 &)"
+wait_until 120 x domu1 "grep -q held /tmp/hold-s.log"
+t1=$(tcp_slab)
+nacc=$(x domu1 "grep -c ' accelerated ' /proc/xenvmc/connections")
+check "2b: $hn connections held, $nacc accelerated in domu1" is '[ "$nacc" -ge $((hn * 3 / 4)) ]'
+x domu1 'echo 0 > /sys/module/vmc_front/parameters/tcp'
+check "2b: tcp=0 in domu1: all given back to TCP" \
+	wait_until 60 is '[ "$(x domu1 "grep -c \" accelerated \" /proc/xenvmc/connections")" = 0 ]'
+# From here until the slab is read, nothing reads domu1's /proc/xenvmc.
+x domu2 'touch /tmp/hold.close'
+check "2b: all closed" wait_until 60 x domu1 "grep -q closed /tmp/hold-s.log"
+sleep 12
+t2=$(tcp_slab)
+echo "  domu1 TCP slab, active objects: $t0 before, $t1 held, $t2 closed 12 s later"
+check "2b: the slab saw the $hn sockets (else the next check means nothing)" is '[ $((t1 - t0)) -ge $((hn * 3 / 4)) ]'
+check "2b: closed given-back sockets let go with no /proc read" is '[ $((t2 - t0)) -lt $((hn / 2)) ]'
+lab-unload front domu2 > /dev/null
+LAB_FRONT_PARAMS="tcp=1" lab-load front domu2 > /dev/null
 
 # 3. max_peers=1 in domu1, domu2 and domu3 both listed
 x domu1 'kill $(cat /tmp/xfer-server.pid)'
