@@ -37,6 +37,8 @@
  *            |                                     | every peer into its table    |
  *   OFF      | state "1", claim or inc malformed   | log once; why = reason       | OFF
  *   ON       | addresses, ownership or vifs change | gen++; entry to every peer   | ON
+ *            | (vifs: read at each of its events;  |                              |
+ *            | backend/vif is not watched)         |                              |
  *   ON       | chan/<P> written or removed         | relay to P's xenvmc/chan/<D> | ON
  *            |                                     | (one withheld: only when the |
  *            |                                     | event is for that node)      |
@@ -141,29 +143,43 @@ static struct vmcb_dom *vmcb_find(unsigned int domid)
 	return NULL;
 }
 
-/* Dom0's own facts: the MAC of every vif it backs for @d. */
+/*
+ * Dom0's own facts: the MAC of every vif it backs for @d.  A read that
+ * fails for another reason than a missing node keeps what we knew: taken
+ * as "no vif", it would cost @d its addresses and their claim order
+ * (vmcb_owns(), vmcb_read_claim()) for a XenStore hiccup.
+ */
 static void vmcb_read_macs(struct vmcb_dom *d)
 {
-	unsigned int i, n = 0;
+	u8 macs[VMC_MAX_VIFS][ETH_ALEN];
+	unsigned int i, n = 0, nr = 0;
 	char path[64];
 	char **dir;
 	char *mac;
 
-	d->nr_macs = 0;
 	snprintf(path, sizeof(path), "backend/vif/%u", d->domid);
 	dir = xenbus_directory(XBT_NIL, path, "", &n);
-	if (IS_ERR(dir))
+	if (IS_ERR(dir)) {
+		if (PTR_ERR(dir) == -ENOENT)
+			d->nr_macs = 0;
 		return;
-	for (i = 0; i < n && d->nr_macs < VMC_MAX_VIFS; i++) {
+	}
+	for (i = 0; i < n && nr < VMC_MAX_VIFS; i++) {
 		snprintf(path, sizeof(path), "backend/vif/%u/%s", d->domid,
 			 dir[i]);
 		mac = xenbus_read(XBT_NIL, path, "mac", NULL);
-		if (IS_ERR(mac))
-			continue;
-		if (mac_pton(mac, d->macs[d->nr_macs]))
-			d->nr_macs++;
+		if (IS_ERR(mac)) {
+			if (PTR_ERR(mac) != -ENOENT)
+				goto free_dir;	/* unsure: keep them */
+			continue;	/* a vif being removed */
+		}
+		if (mac_pton(mac, macs[nr]))
+			nr++;
 		kfree(mac);
 	}
+	memcpy(d->macs, macs, nr * sizeof(macs[0]));
+	d->nr_macs = nr;
+free_dir:
 	kfree(dir);
 }
 
@@ -202,8 +218,8 @@ static void vmcb_read_claim(struct vmcb_dom *d, int inc_err, u64 inc)
 {
 	struct vmc_addr addrs[VMC_MAX_ADDRS];
 	u64 since[VMC_MAX_ADDRS];
-	unsigned int len = 0, i, j, held;
-	bool was_on = d->on;
+	unsigned int len = 0, i, j;
+	bool was_on = d->on, had_vif;
 	char *state, *val;
 	int n;
 
@@ -259,11 +275,11 @@ static void vmcb_read_claim(struct vmcb_dom *d, int inc_err, u64 inc)
 	 * A claimant with no vif held nothing (vmcb_owns()): given one now,
 	 * its claims are new ones, after those made meanwhile.
 	 */
-	held = d->nr_macs;
+	had_vif = d->nr_macs;
 	vmcb_read_macs(d);
 	for (i = 0; i < n; i++) {
 		since[i] = ++vmcb_claim_seq;
-		for (j = 0; held && j < d->nr_addrs; j++)
+		for (j = 0; had_vif && j < d->nr_addrs; j++)
 			if (vmcb_addr_eq(&addrs[i], &d->addrs[j]))
 				since[i] = d->since[j];
 	}

@@ -488,7 +488,7 @@ static DEFINE_MUTEX(vmcf_batch_lock);	/* one vmcf_batch at a time */
 static void vmcf_reap(struct work_struct *work);
 static DECLARE_WORK(vmcf_reap_work, vmcf_reap);
 static void vmcf_hist_tick(struct work_struct *work);
-static DECLARE_DELAYED_WORK(vmcf_hist_work, vmcf_hist_tick);
+static DECLARE_DEFERRABLE_WORK(vmcf_hist_work, vmcf_hist_tick);
 static unsigned int vmcf_domid;
 static struct proc_dir_entry *vmcf_proc_dir;
 static struct workqueue_struct *vmcf_wq;
@@ -1336,6 +1336,7 @@ static bool vmcf_hist_reap(bool all)
  * /proc (a socket pinned for a listing is memory only, but without this
  * it stayed pinned for as long as the module was loaded).  It stops by
  * itself once none is left; unload cancels it after its last reap.
+ * Deferrable: it never wakes an idle vCPU for this.
  */
 static void vmcf_hist_tick(struct work_struct *work)
 {
@@ -4255,7 +4256,8 @@ static struct sk_buff *vmcf_dgram_skb(u32 len)
  * Link header: an Ethernet device's received frames start with one, which
  * packet sockets (tcpdump), a macvlan's or bridge's receive handler and
  * MAC filters read: ours is what the peer's frame would have carried
- * through the bridge, its vif's MAC to ours.  On another kind of device (a
+ * through the bridge, its vif's MAC to ours (its first vif's, as Dom0
+ * lists them: nothing says which vif an address sits behind).  On another kind of device (a
  * tunnel's address) the datagram starts at its IP header, as before.
  * NET_SKB_PAD of headroom holds the header.
  */
@@ -4297,13 +4299,13 @@ static void vmcf_dgram_deliver(struct sk_buff *skb, struct net_device *dev,
  */
 static bool vmcf_udp_in(struct vmcf_peer *p, bool *moved)
 {
+	u8 src[ETH_ALEN] __aligned(2);	/* ether_addr_copy() */
 	unsigned int budget = VMCF_DGRAM_BUDGET;
 	struct vmcf_skb_fill fill;
 	struct net_device *dev;
 	struct sk_buff *skb;
 	struct vmc_dgram d;
 	bool notify = false, owned;
-	u8 src[ETH_ALEN] __aligned(2);	/* ether_addr_copy() */
 	const char *bad;
 	__be32 a4;
 	long len;

@@ -178,6 +178,7 @@ t2=$(tcp_slab)
 echo "  domu1 TCP slab, active objects: $t0 before, $t1 held, $t2 closed 12 s later"
 check "2b: the slab saw the $hn sockets (else the next check means nothing)" is '[ $((t1 - t0)) -ge $((hn * 3 / 4)) ]'
 check "2b: closed given-back sockets let go with no /proc read" is '[ $((t2 - t0)) -lt $((hn / 2)) ]'
+x domu1 "pkill -f '[h]old.py server'"; x domu2 "pkill -f '[h]old.py client'"	# if one hung
 lab-unload front domu2 > /dev/null
 LAB_FRONT_PARAMS="tcp=1" lab-load front domu2 > /dev/null
 

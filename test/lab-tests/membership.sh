@@ -141,6 +141,8 @@ check "domu2 claims $fakeip after it: domu1 lists it for domu2" \
 check "dom0 does not mark domu2's $fakeip a conflict" \
 	is '[[ "$(dom0_line domu2)" == *"$fakeip"* && "$(dom0_line domu2)" != *"$fakeip(conflict)"* ]]'
 x domu2 "ip addr del $fakeip/32 dev eth0"
+# Dom0 lists it, off, until a domain comes or goes or vmc_back reloads
+# (revert.sh and smoke.sh do both): only those events list /local/domain.
 xenstore-rm /local/domain/$fake
 
 # 6. garbage from domu3 into its own nodes: channel offers, then claims

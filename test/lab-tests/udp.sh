@@ -135,6 +135,9 @@ eth4='^[0-9:.]+ '$mac1' > '$mac2', ethertype IPv4 \(0x0800\), length 142: 10\.99
 eth6='^[0-9:.]+ '$mac1' > '$mac2', ethertype IPv6 \(0x86dd\), length 162: fd99::11\.[0-9]+ > fd99::12\.7703: UDP, length 100$'
 check "tcpdump sees an Ethernet header $mac1 > $mac2 on each ring datagram, IPv4" is '[ "$(grep -cE "$eth4" /tmp/td-eth)" = 5 ]'
 check "tcpdump sees an Ethernet header $mac1 > $mac2 on each ring datagram, IPv6" is '[ "$(grep -cE "$eth6" /tmp/td-eth)" = 5 ]'
+# what an earlier, interrupted run may have left; the settings changed, to restore
+x domu2 "tc qdisc del dev eth0 ingress; ip link del vmcv0; ip netns del vmct" > /dev/null 2>&1
+read -r fwd0 red0 < <(x domu2 "sysctl -n net.ipv4.ip_forward net.ipv4.conf.all.send_redirects" | tr '\n' ' ')
 x domu2 "ip netns add vmct && ip link add vmcv0 type veth peer name vmcv1 netns vmct &&
 	ip addr add 10.98.0.1/24 dev vmcv0 && ip link set vmcv0 up && ethtool -K vmcv0 tx off > /dev/null &&
 	ip -n vmct addr add 10.98.0.2/24 dev vmcv1 && ip -n vmct link set vmcv1 up &&
@@ -154,7 +157,8 @@ check "forwarded: domu2 took the 5 datagrams from the ring" \
 	is '[ $(( $(stat_of domu2 udp_rx_datagrams) - rx0 )) -ge 5 ]'
 check "forwarded: all 5 left domu2 with a correct UDP checksum" \
 	is '[ "$(grep -cF "> 10.98.0.2.7704: [udp sum ok] UDP, length 100" /tmp/td-fwd)" = 5 ]'
-x domu2 "tc qdisc del dev eth0 ingress; ip link del vmcv0; ip netns del vmct; sysctl -qw net.ipv4.ip_forward=0" || true
+x domu2 "tc qdisc del dev eth0 ingress; ip link del vmcv0; ip netns del vmct;
+	sysctl -qw net.ipv4.ip_forward=${fwd0:-0} net.ipv4.conf.all.send_redirects=${red0:-1}" || true
 
 check "no Oops/BUG/WARNING in the DomUs" \
 	is '! x domu1 "dmesg | grep -E \"Oops|BUG:|WARNING:\"" && ! x domu2 "dmesg | grep -E \"Oops|BUG:|WARNING:\""'
