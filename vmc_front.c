@@ -4257,9 +4257,9 @@ static struct sk_buff *vmcf_dgram_skb(u32 len)
  * packet sockets (tcpdump), a macvlan's or bridge's receive handler and
  * MAC filters read: ours is what the peer's frame would have carried
  * through the bridge, its vif's MAC to ours (its first vif's, as Dom0
- * lists them: nothing says which vif an address sits behind).  On another kind of device (a
- * tunnel's address) the datagram starts at its IP header, as before.
- * NET_SKB_PAD of headroom holds the header.
+ * lists them: nothing says which vif an address sits behind).  On
+ * another kind of device (a tunnel's address) the datagram starts at its
+ * IP header, as before.  NET_SKB_PAD of headroom holds the header.
  */
 static void vmcf_dgram_deliver(struct sk_buff *skb, struct net_device *dev,
 			       const struct vmc_dgram *d, const u8 *src)
