@@ -148,6 +148,49 @@ static int connect_to(const char *host, const char *port)
 	return s;
 }
 
+/*
+ * After a bad byte at stream offset @off: what came instead, so that a
+ * failure tells a shifted stream (bytes lost or repeated: the received
+ * bytes are the stream's own, found up to 4 MiB away) from foreign ones
+ * (zeros, another stream's).  Regenerates the stream from its seed.
+ */
+static void explain(uint64_t seed, unsigned long long off, const uint8_t *got,
+		    size_t n)
+{
+	const long long win = 4 << 20;
+	long long from = off > (unsigned long long)win ? (long long)off - win : 0;
+	size_t len = off + win - from, k, i;
+	struct prng g = { seed };
+	unsigned long long j;
+	uint8_t *exp;
+
+	n = n < 32 ? n : 32;
+	exp = malloc(len);
+	if (!exp)
+		return;
+	for (j = 0; j < (unsigned long long)from; j++)
+		prng_byte(&g);
+	for (k = 0; k < len; k++)
+		exp[k] = prng_byte(&g);
+	fprintf(stderr, "%s: expected", role);
+	for (i = 0; i < n; i++)
+		fprintf(stderr, " %02x", exp[off - from + i]);
+	fprintf(stderr, "\n%s: received", role);
+	for (i = 0; i < n; i++)
+		fprintf(stderr, " %02x", got[i]);
+	fprintf(stderr, "\n");
+	for (k = 0; n >= 8 && k + n <= len; k++) {
+		if (!memcmp(exp + k, got, n)) {
+			fprintf(stderr, "%s: they are the stream's bytes at offset %llu (shift %+lld)\n",
+				role, from + k, from + (long long)k - (long long)off);
+			break;
+		}
+	}
+	if (k + n > len)
+		fprintf(stderr, "%s: not the stream's within 4 MiB\n", role);
+	free(exp);
+}
+
 /* Read and check the peer's stream up to EOF. */
 static void reader(uint64_t seed)
 {
@@ -169,9 +212,11 @@ static void reader(uint64_t seed)
 			return;
 		for (i = 0; i < r; i++) {
 			if (buf[i] != prng_byte(&g)) {
-				if (!errors)
-					fprintf(stderr, "%s: BAD BYTE at offset %llu\n",
-						role, received + i);
+				if (!errors) {
+					fprintf(stderr, "%s: BAD BYTE at offset %llu (read of %zd at %llu)\n",
+						role, received + i, r, received);
+					explain(seed, received + i, buf + i, r - i);
+				}
 				errors++;
 				return;
 			}
@@ -223,7 +268,10 @@ static int rr_client(unsigned int max)
 			return -1;
 		}
 		if (memcmp(req, resp, 8 + len)) {
-			fprintf(stderr, "%s: rr: BAD ECHO at request %u\n", role, seq);
+			for (i = 0; req[i] == resp[i]; i++)
+				;
+			fprintf(stderr, "%s: rr: BAD ECHO at request %u (%u bytes, first wrong %u: %02x for %02x)\n",
+				role, seq, 8 + len, i, resp[i], req[i]);
 			errors++;
 			return -1;
 		}
