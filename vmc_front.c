@@ -821,8 +821,11 @@ static unsigned long vmcf_page_va(struct page *page)
  * guest (no auto-translation) cannot vmap() grant-mapped frames (Xen
  * refuses a second PTE to a foreign frame), so there we reserve the
  * virtual range first, on the zero page, and let Xen write each grant's
- * PTE at its address, as xenbus_map_ring_pv() does.  Auto-translated
- * guests (PVH, HVM) map grants onto ballooned pages and vmap those.
+ * PTE at its address, as xenbus_map_ring_pv() does.  Unlike its PTEs,
+ * ours are present when Xen overwrites them, and Xen flushes no TLB on a
+ * map (create_grant_pv_mapping()): vmcf_rpool_map() flushes them itself.
+ * Auto-translated guests (PVH, HVM) map grants onto ballooned pages and
+ * vmap those.
  */
 static bool vmcf_pv(void)
 {
@@ -931,6 +934,14 @@ static int vmcf_dgram_attach(struct vmcf_peer *p)
 	return 0;
 }
 
+/* Every vCPU of ours forgets its cached translations (PV only). */
+static int vmcf_pv_flush_tlbs(void)
+{
+	struct mmuext_op op = { .cmd = MMUEXT_TLB_FLUSH_ALL };
+
+	return HYPERVISOR_mmuext_op(&op, 1, NULL, DOMID_SELF);
+}
+
 /* Every grant of the peer's pool arrived: map them, one contiguous view. */
 static int vmcf_rpool_map(struct vmcf_peer *p)
 {
@@ -967,7 +978,13 @@ static int vmcf_rpool_map(struct vmcf_peer *p)
 				  p->rpool_grefs[i], p->domid);
 	if (vmcf_pv()) {
 		gnttab_batch_map(ops, n);	/* Xen writes the PTEs */
-		err = 0;
+		/*
+		 * Over the zero page's: a CPU may hold that translation (x86
+		 * caches any present one, speculatively too) and would read
+		 * zeros for the peer's bytes.  Every vCPU's TLB is flushed
+		 * before rpool_ready lets anyone read through the new ones.
+		 */
+		err = vmcf_pv_flush_tlbs();
 	} else {
 		err = gnttab_map_refs(ops, NULL, p->rpool_page, n);
 	}
@@ -2013,13 +2030,23 @@ static bool vmcf_rx_wakeup(struct sock *sk, struct vmcf_conn *c)
 {
 	enum vmcf_conn_state st = READ_ONCE(c->state);
 	bool ret;
+	u32 room;
 
-	if (READ_ONCE(c->sk) != sk || st == VMCF_C_DRAIN ||
-	    READ_ONCE(sk->sk_err))
+	if (READ_ONCE(c->sk) != sk || READ_ONCE(sk->sk_err))
 		return true;
-	if (st == VMCF_C_REVERTING)
+	/*
+	 * What recvmsg() reads next: TCP up to the cut, then (DRAIN) the
+	 * saved bytes.  Its wait for TCP's must end only on a change: true
+	 * while they are owed and not come, it would spin (a peer gone with
+	 * its bytes before the cut still in flight).
+	 */
+	if (st == VMCF_C_REVERTING || st == VMCF_C_DRAIN) {
+		room = vmcf_tcp_room(sk, c);
 		return READ_ONCE(c->state) != st ||
-		       (vmcf_tcp_room(sk, c) && tcp_inq(sk) > 0);
+		       (room ? tcp_inq(sk) > 0 ||
+			       (READ_ONCE(sk->sk_shutdown) & RCV_SHUTDOWN) :
+			       st == VMCF_C_DRAIN);
+	}
 	if ((READ_ONCE(sk->sk_shutdown) & RCV_SHUTDOWN) || tcp_inq(sk) > 0)
 		return true;
 	rcu_read_lock();
@@ -2530,7 +2557,8 @@ static bool vmcf_sock_is_readable(struct sock *sk)
 	if (c) {
 		spin_lock_bh(&c->poll_lock);
 		if (READ_ONCE(c->state) == VMCF_C_DRAIN) {
-			ret = true;
+			/* Saved bytes once TCP's up to the cut are read. */
+			ret = !vmcf_tcp_room(sk, c);
 		} else if (READ_ONCE(c->state) == VMCF_C_RING &&
 			   READ_ONCE(c->rx_attached)) {
 			/* As tcp_poll(): readable from SO_RCVLOWAT bytes on. */
