@@ -180,6 +180,7 @@ MODULE_PARM_DESC(evil_answer_delay_ms, "TEST BUILD: once, answer a peer's REVERT
 #define VMCF_PENDING_TIMEOUT	(3 * HZ)
 #define VMCF_REVERT_TIMEOUT	(2 * HZ)	/* peer's answer to REVERT */
 #define VMCF_HIST_PERIOD	(5 * HZ)	/* closed given-back sockets let go */
+#define VMCF_DRAIN_LOOK		(HZ / 50)	/* a reader below SO_RCVLOWAT */
 /*
  * The peer's answer to an OFFER.  It answers at once, or within
  * VMCF_PENDING_TIMEOUT if its socket is not ESTABLISHED yet: a peer silent
@@ -2170,7 +2171,7 @@ static int vmcf_do_recvmsg(struct sock *sk, struct msghdr *msg, size_t len,
 	int copied = 0, ret, target;
 	u32 seg, n, done, got, room;
 	bool notify, fault = false, to_tcp = false, polled = false;
-	long timeo, avail;
+	long timeo, avail, slice, left;
 	u8 *ptr;
 
 	/* Urgent data and the error queue never use a ring. */
@@ -2206,7 +2207,14 @@ static int vmcf_do_recvmsg(struct sock *sk, struct msghdr *msg, size_t len,
 			lock_sock(sk);
 			if (ret > 0) {
 				copied += ret;
-				if ((flags & MSG_PEEK) || copied >= target)
+				/*
+				 * Up to the cut: what follows it (ring, saved
+				 * bytes) comes in this call too, as TCP gives
+				 * all it has: an edge-triggered reader may
+				 * take a short read for "nothing left".
+				 */
+				if ((flags & MSG_PEEK) ||
+				    (copied >= target && (u32)ret < room))
 					break;
 				continue;
 			}
@@ -2344,7 +2352,23 @@ wait:
 				continue;
 		}
 		add_wait_queue(sk_sleep(sk), &wait);
-		sk_wait_event(sk, &timeo, vmcf_rx_wakeup(sk, c), &wait);
+		if (c->state == VMCF_C_DRAIN && room &&
+		    READ_ONCE(sk->sk_rcvlowat) > 1) {
+			/*
+			 * TCP's bytes before the cut wake no one until
+			 * SO_RCVLOWAT of them came (tcp_data_ready()), and
+			 * only our saved bytes follow: look every
+			 * VMCF_DRAIN_LOOK too.
+			 */
+			slice = min_t(long, timeo, VMCF_DRAIN_LOOK);
+			left = slice;
+			sk_wait_event(sk, &left, vmcf_rx_wakeup(sk, c), &wait);
+			if (timeo != MAX_SCHEDULE_TIMEOUT)
+				timeo -= slice - left;
+		} else {
+			sk_wait_event(sk, &timeo, vmcf_rx_wakeup(sk, c),
+				      &wait);
+		}
 		remove_wait_queue(sk_sleep(sk), &wait);
 	}
 	release_sock(sk);
@@ -2557,8 +2581,12 @@ static bool vmcf_sock_is_readable(struct sock *sk)
 	if (c) {
 		spin_lock_bh(&c->poll_lock);
 		if (READ_ONCE(c->state) == VMCF_C_DRAIN) {
-			/* Saved bytes once TCP's up to the cut are read. */
-			ret = !vmcf_tcp_room(sk, c);
+			/*
+			 * TCP's up to the cut, then the saved bytes: any of
+			 * them, as the reader gets them all (TCP's own test
+			 * wants SO_RCVLOWAT of its bytes).
+			 */
+			ret = !vmcf_tcp_room(sk, c) || tcp_inq(sk) > 0;
 		} else if (READ_ONCE(c->state) == VMCF_C_RING &&
 			   READ_ONCE(c->rx_attached)) {
 			/* As tcp_poll(): readable from SO_RCVLOWAT bytes on. */
@@ -2852,22 +2880,28 @@ static int vmcf_ioctl_value(struct sock *sk, int cmd, int *answ)
 {
 	enum vmcf_conn_state st;
 	struct vmcf_conn *c;
+	u32 inq;
 	long n;
 
 	rcu_read_lock();
 	c = vmcf_conn_of(sk);
 	st = c ? READ_ONCE(c->state) : VMCF_C_PASS;
-	if (st == VMCF_C_DRAIN && cmd == SIOCINQ) {
-		*answ = tcp_inq(sk) + c->drain_len - c->drain_off;
-	} else if (st != VMCF_C_RING || (cmd != SIOCINQ && cmd != SIOCOUTQ)) {
-		rcu_read_unlock();
-		return -ENOIOCTLCMD;
-	} else if (cmd == SIOCINQ) {
-		n = vmc_ring_avail_peek(&c->rx);
-		*answ = tcp_inq(sk) + max(n, 0L);
-	} else {
+	if (cmd == SIOCINQ && (st == VMCF_C_RING || st == VMCF_C_DRAIN)) {
+		/* Readable now: what follows the cut once TCP's reach it. */
+		inq = tcp_inq(sk);
+		if (inq < vmcf_tcp_room(sk, c))
+			n = 0;
+		else if (st == VMCF_C_DRAIN)
+			n = c->drain_len - c->drain_off;
+		else
+			n = max(vmc_ring_avail_peek(&c->rx), 0L);
+		*answ = inq + n;
+	} else if (cmd == SIOCOUTQ && st == VMCF_C_RING) {
 		n = vmc_ring_space_peek(&c->tx);
 		*answ = n < 0 ? 0 : c->tx.size - n;
+	} else {
+		rcu_read_unlock();
+		return -ENOIOCTLCMD;
 	}
 	rcu_read_unlock();
 	return 0;
