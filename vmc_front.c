@@ -174,6 +174,13 @@ MODULE_PARM_DESC(evil_lock_delay_ms, "TEST BUILD: once, hold a not yet accepted 
 static unsigned int evil_answer_delay_ms;
 module_param(evil_answer_delay_ms, uint, 0644);
 MODULE_PARM_DESC(evil_answer_delay_ms, "TEST BUILD: once, answer a peer's REVERT this late");
+/*
+ * Test build only: the next OFFER a peer sends us is taken this late, so
+ * that what our socket writes meanwhile goes on TCP, before the cut.
+ */
+static unsigned int evil_offer_delay_ms;
+module_param(evil_offer_delay_ms, uint, 0644);
+MODULE_PARM_DESC(evil_offer_delay_ms, "TEST BUILD: once, take a peer's OFFER this late");
 #endif
 
 #define VMCF_BACKLOG_MAX	1024	/* control messages waiting for ring room */
@@ -3152,6 +3159,15 @@ static void vmcf_rx_offer(struct vmcf_peer *p,
 	struct vmcf_pending *pend;
 	struct sock *sk;
 	bool bh = false;
+#ifdef VMCF_EVIL
+	unsigned int ms = xchg(&evil_offer_delay_ms, 0);
+
+	if (ms) {
+		pr_warn("EVIL: taking peer %u's OFFER %u ms late\n", p->domid,
+			ms);
+		msleep(ms);
+	}
+#endif
 
 	if (!READ_ONCE(tcp) || READ_ONCE(vmcf_draining)) {
 		vmcf_send_refuse(p, le32_to_cpu(m->conn), VMC_R_DISABLED);
