@@ -187,7 +187,7 @@ MODULE_PARM_DESC(evil_offer_delay_ms, "TEST BUILD: once, take a peer's OFFER thi
 #define VMCF_PENDING_TIMEOUT	(3 * HZ)
 #define VMCF_REVERT_TIMEOUT	(2 * HZ)	/* peer's answer to REVERT */
 #define VMCF_HIST_PERIOD	(5 * HZ)	/* closed given-back sockets let go */
-#define VMCF_DRAIN_LOOK		(HZ / 50)	/* a reader below SO_RCVLOWAT */
+#define VMCF_CUT_LOOK		(HZ / 50)	/* reader below SO_RCVLOWAT, at the cut */
 /*
  * The peer's answer to an OFFER.  It answers at once, or within
  * VMCF_PENDING_TIMEOUT if its socket is not ESTABLISHED yet: a peer silent
@@ -2043,18 +2043,21 @@ static bool vmcf_rx_wakeup(struct sock *sk, struct vmcf_conn *c)
 	if (READ_ONCE(c->sk) != sk || READ_ONCE(sk->sk_err))
 		return true;
 	/*
-	 * What recvmsg() reads next: TCP up to the cut, then (DRAIN) the
-	 * saved bytes.  Its wait for TCP's must end only on a change: true
-	 * while they are owed and not come, it would spin (a peer gone with
-	 * its bytes before the cut still in flight).
+	 * What recvmsg() reads next: TCP's bytes up to the cut, then the
+	 * ring's (RING) or the saved ones (DRAIN).  While TCP's are owed
+	 * and not come, only they (or a new state) end the wait: were the
+	 * ring's or the saved bytes enough, the reader would spin until
+	 * TCP's came (a segment before the cut lost and resent, or still in
+	 * flight from a peer now gone).
 	 */
-	if (st == VMCF_C_REVERTING || st == VMCF_C_DRAIN) {
-		room = vmcf_tcp_room(sk, c);
-		return READ_ONCE(c->state) != st ||
-		       (room ? tcp_inq(sk) > 0 ||
-			       (READ_ONCE(sk->sk_shutdown) & RCV_SHUTDOWN) :
-			       st == VMCF_C_DRAIN);
-	}
+	room = vmcf_tcp_room(sk, c);
+	if (room)
+		return READ_ONCE(c->state) != st || tcp_inq(sk) > 0 ||
+		       (READ_ONCE(sk->sk_shutdown) & RCV_SHUTDOWN);
+	if (st == VMCF_C_DRAIN)
+		return true;
+	if (st == VMCF_C_REVERTING)
+		return READ_ONCE(c->state) != st;
 	if ((READ_ONCE(sk->sk_shutdown) & RCV_SHUTDOWN) || tcp_inq(sk) > 0)
 		return true;
 	rcu_read_lock();
@@ -2359,15 +2362,15 @@ wait:
 				continue;
 		}
 		add_wait_queue(sk_sleep(sk), &wait);
-		if (c->state == VMCF_C_DRAIN && room &&
-		    READ_ONCE(sk->sk_rcvlowat) > 1) {
+		if ((c->state == VMCF_C_RING || c->state == VMCF_C_DRAIN) &&
+		    room && READ_ONCE(sk->sk_rcvlowat) > 1) {
 			/*
 			 * TCP's bytes before the cut wake no one until
 			 * SO_RCVLOWAT of them came (tcp_data_ready()), and
-			 * only our saved bytes follow: look every
-			 * VMCF_DRAIN_LOOK too.
+			 * the ring's or our saved bytes after them may be
+			 * here already: look every VMCF_CUT_LOOK too.
 			 */
-			slice = min_t(long, timeo, VMCF_DRAIN_LOOK);
+			slice = min_t(long, timeo, VMCF_CUT_LOOK);
 			left = slice;
 			sk_wait_event(sk, &left, vmcf_rx_wakeup(sk, c), &wait);
 			if (timeo != MAX_SCHEDULE_TIMEOUT)
@@ -2573,6 +2576,7 @@ static int vmcf_sendmsg(struct sock *sk, struct msghdr *msg, size_t size)
 static bool vmcf_sock_is_readable(struct sock *sk)
 {
 	const struct proto *base = vmcf_tcp_base(sk);
+	enum vmcf_conn_state st;
 	struct vmcf_conn *c;
 	bool ret = false;
 	long avail;
@@ -2587,15 +2591,20 @@ static bool vmcf_sock_is_readable(struct sock *sk)
 	c = vmcf_conn_of(sk);
 	if (c) {
 		spin_lock_bh(&c->poll_lock);
-		if (READ_ONCE(c->state) == VMCF_C_DRAIN) {
+		st = READ_ONCE(c->state);
+		if ((st == VMCF_C_DRAIN ||
+		     (st == VMCF_C_RING && READ_ONCE(c->rx_attached))) &&
+		    vmcf_tcp_room(sk, c)) {
 			/*
-			 * TCP's up to the cut, then the saved bytes: any of
-			 * them, as the reader gets them all (TCP's own test
-			 * wants SO_RCVLOWAT of its bytes).
+			 * TCP's bytes up to the cut come first: readable with
+			 * any of them, as the reader gets what follows too
+			 * (TCP's own test wants SO_RCVLOWAT of its bytes);
+			 * not with the ring's or the saved ones alone.
 			 */
-			ret = !vmcf_tcp_room(sk, c) || tcp_inq(sk) > 0;
-		} else if (READ_ONCE(c->state) == VMCF_C_RING &&
-			   READ_ONCE(c->rx_attached)) {
+			ret = tcp_inq(sk) > 0;
+		} else if (st == VMCF_C_DRAIN) {
+			ret = true;		/* the saved bytes */
+		} else if (st == VMCF_C_RING && READ_ONCE(c->rx_attached)) {
 			/* As tcp_poll(): readable from SO_RCVLOWAT bytes on. */
 			lowat = clamp_t(int, READ_ONCE(sk->sk_rcvlowat), 1,
 					c->rx.size);
