@@ -2030,6 +2030,18 @@ static bool vmcf_rx_before_err(struct vmcf_conn *c, u32 room)
 }
 
 /*
+ * poll(): TCP's bytes before the cut still owed, to be waited for alone.
+ * Only with SO_RCVLOWAT 1 does TCP wake a poller on the first of them
+ * (tcp_data_ready()); with a higher mark poll() reports what follows the
+ * cut as before, so that a poller may retry until they come (recvmsg()
+ * answers EAGAIN meanwhile) but never sleeps past them.
+ */
+static bool vmcf_cut_owed(struct sock *sk, struct vmcf_conn *c)
+{
+	return vmcf_tcp_room(sk, c) && READ_ONCE(sk->sk_rcvlowat) <= 1;
+}
+
+/*
  * Wake-up conditions; sk_wait_event() evaluates them also without the
  * socket lock, so ring memory is looked at only under RCU (channel
  * teardown marks sockets, then waits a grace period before unmapping).
@@ -2594,12 +2606,11 @@ static bool vmcf_sock_is_readable(struct sock *sk)
 		st = READ_ONCE(c->state);
 		if ((st == VMCF_C_DRAIN ||
 		     (st == VMCF_C_RING && READ_ONCE(c->rx_attached))) &&
-		    vmcf_tcp_room(sk, c)) {
+		    vmcf_cut_owed(sk, c)) {
 			/*
-			 * TCP's bytes up to the cut come first: readable with
-			 * any of them, as the reader gets what follows too
-			 * (TCP's own test wants SO_RCVLOWAT of its bytes);
-			 * not with the ring's or the saved ones alone.
+			 * Readable with any of TCP's bytes before the cut, as
+			 * the reader gets what follows too; not with the
+			 * ring's or the saved ones alone.
 			 */
 			ret = tcp_inq(sk) > 0;
 		} else if (st == VMCF_C_DRAIN) {
@@ -2673,8 +2684,11 @@ static __poll_t vmcf_poll(struct file *file, struct socket *sock,
 			mask &= ~(EPOLLOUT | EPOLLWRNORM);
 	}
 	if (st == VMCF_C_RING && READ_ONCE(c->rx_attached)) {
-		/* The peer's shutdown(WR) is the ring's EOF (its FIN waits). */
-		if (vmc_ring_peer_eof(&c->rx)) {
+		/*
+		 * The peer's shutdown(WR) is the ring's EOF (its FIN waits),
+		 * after TCP's bytes before the cut.
+		 */
+		if (vmc_ring_peer_eof(&c->rx) && !vmcf_cut_owed(sk, c)) {
 			mask |= EPOLLIN | EPOLLRDNORM | EPOLLRDHUP;
 			if (wr_shut ||
 			    (READ_ONCE(sk->sk_shutdown) & SEND_SHUTDOWN))
