@@ -93,23 +93,29 @@ for d in $LAB_DOMUS; do
 done
 
 # 3. unload one frontend: gone from the others within 1 s, resources back.
-# Timed on domu1's clock alone, from the first sign of domu3 leaving (its
-# BYE, sent before it removes its XenStore node: the channel is no longer
-# "up") to its entry's removal; two DomUs' clocks, or the end of a rmmod
-# whose tail outlasts its leaving, made a worse ruler (once -1.295 s).
-gone_id=$(domid domu3)
-x domu1 "rm -f /tmp/gone /tmp/left; (while s=\$(awk -v d=$gone_id '\$1 == d {print \$3}' /proc/xenvmc/peers); [ -n \"\$s\" ]; do
-	[ \"\$s\" = up ] || [ -s /tmp/left ] || date +%s.%N > /tmp/left; sleep 0.02; done
-	date +%s.%N > /tmp/gone) > /dev/null 2>&1 &"
-sleep 1
+# Timed on Dom0's clock alone: from domu3's leaving (it removes its
+# data/xenvmc node right after its BYE: the first change there) to domu1's watcher (20 ms looks at
+# its table) writing data/vmctest/gone, both seen by xenstore-watch here.
+# Two DomUs' clocks, or the end of a rmmod whose tail outlasts its
+# leaving, made a worse ruler (-1.295 s once, 2.382 s another time).
+gone_id=$(domid domu3) d1=$(domid domu1)
+xenstore-rm /local/domain/$d1/data/vmctest 2>/dev/null
+x domu1 "(while grep -q '^$gone_id ' /proc/xenvmc/peers; do sleep 0.02; done; xenstore-write data/vmctest/gone 1) > /dev/null 2>&1 &"
+stampw() { xenstore-watch "$1" | while read -r l; do echo "$(date +%s.%N) $2 $l"; done; }
+stampw /local/domain/$gone_id/data/xenvmc left > /tmp/leave.log &
+stampw /local/domain/$d1/data/vmctest/gone gone >> /tmp/leave.log &
+sleep 2
+t_mark=$(date +%s.%N)
 x domu3 'rmmod vmc_front'
-wait_until 10 x domu1 'test -s /tmp/gone'
-t_gone=$(x domu1 'cat /tmp/gone')
-t_left=$(x domu1 'cat /tmp/left 2>/dev/null')
-# No sign before the entry went (both within one 20 ms look): 0.
-dt=$(awk -v a="${t_left:-$t_gone}" -v b="$t_gone" 'BEGIN { if (b == "") print "never"; else printf "%.3f", b - a }')
+wait_until 10 is "! xenstore-read /local/domain/$gone_id/data/xenvmc/state >/dev/null 2>&1 && xenstore-read /local/domain/$d1/data/vmctest/gone >/dev/null 2>&1"
+sleep 1
+pkill -f "xenstore-watch /local/domain/($gone_id/data/xenvmc|$d1/data/vmctest)"
+# The watches fire once when set: only events after the mark count.
+dt=$(awk -v m="$t_mark" '$1 > m && !($2 in t) { t[$2] = $1 }
+	END { if (!("left" in t) || !("gone" in t)) print "never"; else printf "%.3f", t["gone"] - t["left"] }' /tmp/leave.log)
 check "domu3 unloads: gone from domu1's table $dt s after it left (<= 1 s)" \
 	awk -v d="$dt" 'BEGIN { exit !(d != "never" && d <= 1.0) }'
+xenstore-rm /local/domain/$d1/data/vmctest 2>/dev/null
 check "domu1: resources back to $((npeers - 1)) each" wait_until 10 resources_are domu1 $((npeers - 1))
 check "dom0 lists domu3 as off" is '[[ "$(dom0_line domu3)" =~ \ off\  ]]'
 lab-load front domu3 > /dev/null
