@@ -94,8 +94,9 @@ done
 
 # 3. unload one frontend: gone from the others within 1 s, resources back.
 # Timed on Dom0's clock alone: from domu3's leaving (it removes its
-# data/xenvmc node right after its BYE: the first change there) to domu1's watcher (20 ms looks at
-# its table) writing data/vmctest/gone, both seen by xenstore-watch here.
+# data/xenvmc node right after its BYE: the first change there) to
+# domu1's watcher (20 ms looks at its table) writing data/vmctest/gone,
+# both seen by xenstore-watch here.
 # Two DomUs' clocks, or the end of a rmmod whose tail outlasts its
 # leaving, made a worse ruler (-1.295 s once, 2.382 s another time).
 gone_id=$(domid domu3) d1=$(domid domu1)
