@@ -18,6 +18,8 @@
 # end) and the kernel's own copy bandwidth there (memcpy_bw kread/kwrite), `xl list` CPU seconds
 # of every domain around each stream run, domu1's accelerated_total / udp_tx_datagrams / fallback
 # counters around every run (proof that xenvmc runs were accelerated and netfront runs were not), and /proc/xenvmc/stats during one accelerated stream (ring/grant memory).
+# Also the stream's two kernel copies at once (memcpy_bw kwrite in domu1 while kread in domu2): the
+# ceiling of one copy per byte per side in this lab.
 #
 # Everything raw goes to $LAB_ARTIFACTS/raw/; test/lab/report.py turns it into the table, the SVG and
 # the ratio lines on the host. The integrity canary is paused during measurements, checked around.
@@ -164,6 +166,13 @@ memcpy_run() {	# also the kernel's own copies (pread/pwrite of a memfd): what Xe
     x $A "/tmp/memcpy_bw 3 16384 kread" >> "$RAW/kread16k-$A.txt" 2>&1
     x $A "/tmp/memcpy_bw 3 16384 kwrite" >> "$RAW/kwrite16k-$A.txt" 2>&1
     /lab/files/memcpy_bw 3 65536 >> "$RAW/memcpy-dom0.txt" 2>&1
+    # the stream's two copies at once, each on its own vCPU: copy_from_user in domu1 (as a sender)
+    # while copy_to_user in domu2 (as a receiver), with nothing to wait for; the slower one is the
+    # ceiling of any design with one copy per byte per side here (two copies at once run slower
+    # than one alone in this lab: the emulator's CPUs share the host's)
+    x $A "/tmp/memcpy_bw 3 131072 kwrite" >> "$RAW/kwrite-par-$A.txt" 2>&1 &
+    x $B "/tmp/memcpy_bw 3 131072 kread" >> "$RAW/kread-par-$B.txt" 2>&1
+    wait $!
 }
 # measure NAME FILE 'CMD' (@DST@, @P0@..@P4@ filled in per column): N rounds over the columns,
 # appended to $RAW/FILE-COLUMN.txt

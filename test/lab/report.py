@@ -251,6 +251,9 @@ def main():
     kread, kwrite = mib("kread-domu1.txt"), mib("kwrite-domu1.txt")
     kread16, kwrite16 = mib("kread16k-domu1.txt"), mib("kwrite16k-domu1.txt")
     mem0 = mib("memcpy-dom0.txt")
+    # the stream's two copies at once (kwrite in domu1 while kread in domu2): per pair the slower
+    kw_par, kr_par = mib("kwrite-par-domu1.txt"), mib("kread-par-domu2.txt")
+    kpar = Fig([min(a, b) for a, b in zip(kw_par.vals, kr_par.vals)], "MiB/s")
 
     # CPU seconds per GiB moved (xl list deltas around the N runs of each stream)
     def cpu_per_gib(c, s):
@@ -288,6 +291,9 @@ def main():
         x128 = med(stream["xenvmc"]["131072"]) if x_ok and accel_ok("stream") else None
         R["tcp_stream_128k_vs_loopback"] = ratio(x128, med(stream["loopback"]["131072"])) if "loopback" in cols else None
         R["tcp_stream_128k_vs_copy_limit"] = ratio(x128, med(memcpy))
+        # Not a target: against the two copies run at once with nothing to wait for, the ceiling
+        # of one copy per byte per side in this lab.
+        R["tcp_stream_128k_vs_two_copies"] = ratio(x128, med(kpar))
     rr_ok = x_ok and accel_ok("rr")
     R["tcp_rr_1b_latency_netfront_over_xenvmc"] = ratio(med(rr1["netfront"]), med(rr1["xenvmc"])) if rr_ok and "netfront" in cols else None
     R["tcp_rr_1b_busy_read_latency_netfront_over_xenvmc"] = (
@@ -382,6 +388,10 @@ def main():
     for f, what in ((kread, "read: copy_to_user"), (kwrite, "write: copy_from_user")):
         L.append("| " + " | ".join(["kernel copy, %s of a 64 KiB memfd, one vCPU of domu1" % what,
                                    f.cell("%.0f")] + [""] * (len(hdr) - 2)) + " |")
+    if kpar.ok:
+        L.append("| " + " | ".join(["two kernel copies at once, 128 KiB: copy_from_user in domu1 while copy_to_user "
+                                   "in domu2, each on its own vCPU (the slower of each pair)", kpar.cell("%.0f")] +
+                                  [""] * (len(hdr) - 2)) + " |")
     for f, what in ((kread16, "pread"), (kwrite16, "pwrite")):
         if f.ok:
             L.append("| " + " | ".join(["one system call per 16 KiB: %s of a 16 KiB memfd, one vCPU of domu1" % what,
@@ -523,6 +533,10 @@ def main():
     if r is not None:
         L.append("| (not a target) XenVMC 16 KiB stream / one system call and kernel copy per 16 KiB (%s MiB/s), "
                  "the most any one-copy socket could reach | %sx | - |" % ("%.0f" % kcopy16, fmt_ratio(r)))
+    r = R.get("tcp_stream_128k_vs_two_copies")
+    if r is not None:
+        L.append("| (not a target) XenVMC 128 KiB stream / two kernel copies at once (%s MiB/s), the ceiling "
+                 "of one copy per byte per side here | %sx | - |" % ("%.0f" % kpar.med, fmt_ratio(r)))
     r = R.get("tcp_rr_1b_busy_read_latency_netfront_over_xenvmc")
     if r is not None:
         L.append("| (not a target: both columns spin) XenVMC 1 B request/response latency with net.core.busy_read=%s "
